@@ -1,0 +1,91 @@
+"""Reading a scenario file: YAML in, a validated `Scenario` out, or a `ScenarioError` naming each bad field.
+
+Overrides (`--set fleet.size=5000`) are applied to the YAML tree before validation, so they are checked
+exactly like the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from scenarios.schema import Scenario
+
+BUILTIN_DIR = Path(__file__).parent
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; the message lists 'field.path: reason' lines."""
+
+
+def resolve_scenario_path(name: str | Path) -> Path:
+    """A path, or the name of a built-in scenario ('quickstart')."""
+    path = Path(name)
+    if path.exists():
+        return path
+    builtin = BUILTIN_DIR / f"{Path(name).stem}.yaml"
+    if not path.suffix and builtin.exists():
+        return builtin
+    raise ScenarioError(f"{name}: no such scenario file")
+
+
+def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
+    path = resolve_scenario_path(name)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        apply_override(tree, item)
+    scenario = parse_scenario(tree, source=str(path))
+    check_files(scenario)
+    return scenario
+
+
+def parse_scenario(tree: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(tree)
+    except ValidationError as err:
+        raise ScenarioError(format_errors(err, source)) from None
+
+
+def format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid field(s)"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def apply_override(tree: dict[str, Any], item: str) -> None:
+    """'a.b.c=value' sets tree[a][b][c] = value, the value read as YAML (so 5 is an int, [1,2] a list)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ScenarioError(f"override {item!r}: expected section.field=value")
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ScenarioError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw)
+
+
+def check_files(scenario: Scenario) -> None:
+    """Files a scenario names (relative to the current folder) must exist before any work starts."""
+    if scenario.data.source == "jsonl":
+        if not Path(scenario.data.path).is_file():
+            raise ScenarioError(f"data.path: no such file: {scenario.data.path}")
+    model = scenario.model.path
+    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
+    if model != "builtin" and looks_local and not (Path(model).expanduser() / "config.json").is_file():
+        raise ScenarioError(f"model.path: {model} is not a Hugging Face model folder (no config.json)")

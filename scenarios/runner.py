@@ -1,0 +1,211 @@
+"""One run, composed: scenario in, run folder out.
+
+Order matters: everything that can fail on bad input (the scenario, its files, the data) is done before
+the run folder is created, so a mistake leaves nothing behind. Ray starts only after that.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aggregation import build_strategy
+from analysis.recorder import RunRecorder
+from analysis.report import write_report
+from fleet.base_model import load_base_model, load_tokenizer, resolve_model_path, training_flops_per_token
+from fleet.data import (
+    DEFAULT_PUBLIC_PLAYS,
+    FederatedData,
+    PackedTokens,
+    jsonl_clients,
+    shakespeare_clients,
+    split_client,
+)
+from fleet.devices import sample_fleet
+from fleet.emulator import Emulator, Radio, RoundRules
+from fleet.pool import WorkerPool, start_ray
+from fleet.rng import stream
+from fleet.trainer import LoraSpec, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
+from scenarios.loader import ScenarioError
+from scenarios.schema import Scenario
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, not what: never part of the scenario's identity."""
+
+    out: Path | None = None
+    progress: bool = True
+    on_round: Callable[[dict], None] | None = None  # called with each rounds.parquet row as it is written
+
+
+def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
+    d = scenario.data
+    if d.source == "shakespeare":
+        clients = shakespeare_clients(list(d.public_plays or DEFAULT_PUBLIC_PLAYS), d.min_lines)
+    else:
+        clients = jsonl_clients(Path(d.path), d.min_lines)
+    if not clients:
+        raise ScenarioError(f"data: no client has {d.min_lines} lines or more (data.min_lines)")
+    splits = [split_client(c, d.test_fraction, scenario.seed) for c in clients]
+    train = tokenizer([s.train_text for s in splits])["input_ids"]
+    test = tokenizer([s.test_text for s in splits])["input_ids"]
+    train_packed = PackedTokens.pack(train)
+    return FederatedData(
+        client_ids=[s.client_id for s in splits],
+        train=train_packed,
+        test=PackedTokens.pack(test),
+        num_samples=train_packed.lengths(),
+    )
+
+
+def eval_windows(data: FederatedData, n: int, seq_len: int, seed: int) -> torch.Tensor:
+    """n fixed held-out windows, one per client in a seeded order (cycling when n exceeds the clients)."""
+    rng = stream(seed, "eval-windows")
+    order = rng.permutation(len(data.test))
+    rows = [
+        windows(data.test.get(int(order[i % len(order)])), rng.integers(0, 2**31, 1), seq_len + 1)
+        for i in range(n)
+    ]
+    return torch.cat(rows)
+
+
+def new_run_dir(scenario: Scenario, options: RunOptions) -> Path:
+    if options.out is not None:
+        if options.out.exists() and any(options.out.iterdir()):
+            raise ScenarioError(f"--out: {options.out} exists and is not empty")
+        if options.out.exists():
+            options.out.rmdir()
+        return options.out
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(scenario.output.dir) / f"{scenario.name}-seed{scenario.seed}-{stamp}"
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
+    wall_start = time.time()
+    tokenizer = load_tokenizer(scenario.model.path)
+    data = prepare_data(scenario, tokenizer)
+    t = scenario.training
+    lora = LoraSpec(scenario.model.lora.r, scenario.model.lora.alpha, scenario.model.lora.dropout,
+                    tuple(scenario.model.lora.target_modules))
+    settings = TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay)
+    strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
+
+    # The server's copy of the model: the initial global adapter, the FLOP count, and the final save.
+    base = load_base_model(scenario.model.path)
+    flops_per_token = training_flops_per_token(base)
+    server_model = wrap_with_lora(base, lora, scenario.seed)
+    adapter = get_flat(server_model)
+
+    net = scenario.network
+    fleet = sample_fleet(
+        scenario.seed,
+        scenario.fleet.size,
+        {m.name: m.fraction for m in scenario.fleet.classes},
+        cells=net.cells,
+        cell_radius_m=net.cell_radius_m,
+        shadowing_sigma_db=net.shadowing_db,
+        initial_charge=scenario.fleet.initial_charge,
+        num_data_clients=len(data.client_ids),
+    )
+
+    run_dir = new_run_dir(scenario, options)
+    recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
+    started_ray = start_ray(scenario.runtime.address, scenario.runtime.workers * scenario.runtime.threads_per_worker)
+    pool = WorkerPool(
+        scenario.runtime.workers,
+        scenario.runtime.threads_per_worker,
+        resolve_model_path(scenario.model.path),
+        lora,
+        settings,
+        data.train,
+        eval_windows(data, scenario.data.eval_windows, t.seq_len, scenario.seed),
+    )
+    r = scenario.run
+    bar = tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress)
+
+    def progress(row: dict) -> None:
+        if options.on_round is not None:
+            options.on_round(row)
+        bar.update(1)
+        loss = row.get("eval_loss")
+        bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
+                        loss="-" if loss is None or np.isnan(loss) else f"{loss:.3f}")
+
+    try:
+        pool.wait_ready()
+        emulator = Emulator(
+            seed=scenario.seed,
+            fleet=fleet,
+            num_samples=data.num_samples,
+            rules=RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.min_reports,
+                             r.eval_every, t.local_steps, scenario.fleet.min_charge),
+            radio=Radio(net.path_loss, net.carrier_ghz, net.uplink_mhz * 1e6, net.downlink_mhz * 1e6,
+                        net.bs_power_dbm, net.noise_figure_db),
+            flops_per_session=flops_per_token * t.local_steps * t.batch_size * t.seq_len,
+            adapter=adapter,
+            strategy=strategy,
+            host=pool,
+            sink=recorder,
+            on_progress=progress,
+        )
+        final = emulator.run()
+    finally:
+        bar.close()
+        pool.shutdown()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+    set_flat(server_model, final)
+    server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    recorder.close(summarise(scenario, recorder, data, adapter, wall_start))
+    if scenario.output.report:
+        write_report(run_dir)
+    return run_dir
+
+
+def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, adapter: torch.Tensor,
+              wall_start: float) -> dict:
+    rounds = recorder.rounds_rows
+    sessions = recorder.session_rows
+    losses = [row["eval_loss"] for row in rounds if not np.isnan(row["eval_loss"])]
+    done = [row for row in rounds if row["round"] > 0]
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "rounds": len(done),
+        "versions": rounds[-1]["version"],
+        "simulated_time_s": rounds[-1]["t_end"],
+        "base_eval_loss": losses[0],
+        "final_eval_loss": losses[-1],
+        "completion_rate": sum(s["outcome"] == "completed" for s in sessions) / max(1, len(sessions)),
+        "mean_round_s": float(np.mean([row["duration_s"] for row in done])) if done else 0.0,
+        "bytes_up": int(sum(row["bytes_up"] for row in rounds)),
+        "bytes_down": int(sum(row["bytes_down"] for row in rounds)),
+        "energy_j": float(sum(row["energy_j"] for row in rounds)),
+        "fleet_size": scenario.fleet.size,
+        "data_clients": len(data.client_ids),
+        "adapter_params": int(adapter.numel()),
+        "trained_model": scenario.model.path,
+        "wall_s": time.time() - wall_start,
+    }

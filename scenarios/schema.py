@@ -1,0 +1,199 @@
+"""The scenario file, as typed and validated sections. Every field states its unit and why its default.
+
+A scenario is parsed once, at the edge; everything past `load_scenario` sees only these models. Unknown
+keys are errors (a typo must not silently fall back to a default), and so are values that cannot work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aggregation.registry import strategy_names, strategy_parameters
+from fleet.devices import CATALOG
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceMix(Section):
+    name: str = Field(description="device class from the catalog in fleet/devices.py")
+    fraction: float = Field(gt=0, le=1, description="share of the fleet; fractions are normalised to sum 1")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in CATALOG:
+            raise ValueError(f"unknown device class {v!r}; known: {', '.join(CATALOG)}")
+        return v
+
+
+class FleetSection(Section):
+    size: int = Field(1000, ge=1, le=10_000_000, description="number of devices")
+    classes: list[DeviceMix] = Field(
+        default_factory=lambda: [
+            DeviceMix(name="flagship_phone", fraction=0.3),
+            DeviceMix(name="low_end_phone", fraction=0.5),
+            DeviceMix(name="iot_gateway", fraction=0.2),
+        ],
+        min_length=1,
+        description="device classes and their shares",
+    )
+    initial_charge: tuple[float, float] = Field(
+        (0.3, 1.0), description="range of battery charge at start, as fractions of capacity"
+    )
+    min_charge: float = Field(
+        0.2, ge=0, le=1, description="devices below this charge fraction do not participate (battery saver)"
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v: list[DeviceMix]) -> list[DeviceMix]:
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError("each device class may appear once")
+        return v
+
+    @field_validator("initial_charge")
+    @classmethod
+    def _charge_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError("must be [low, high] with 0 <= low <= high <= 1")
+        return v
+
+
+class NetworkSection(Section):
+    cells: int = Field(10, ge=1, description="radio cells; devices are spread evenly over them")
+    cell_radius_m: float = Field(500.0, ge=50, le=20_000, description="devices lie in a disc of this radius")
+    carrier_ghz: float = Field(3.5, gt=0.4, le=100, description="carrier frequency (5G mid band)")
+    path_loss: Literal["uma_nlos", "uma_los"] = Field("uma_nlos", description="3GPP TR 38.901 urban macro")
+    shadowing_db: float = Field(6.0, ge=0, description="log-normal shadowing sigma (UMa NLOS: 6 dB)")
+    uplink_mhz: float = Field(20.0, gt=0, description="uplink band of one cell, shared by its uploaders")
+    downlink_mhz: float = Field(20.0, gt=0, description="downlink band of one cell, shared by its downloaders")
+    bs_power_dbm: float = Field(46.0, description="base station transmit power (macro cell)")
+    noise_figure_db: float = Field(7.0, ge=0, description="receiver noise figure (5-9 dB typical)")
+
+
+class LoraSection(Section):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA scale numerator: dW = (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="module names that get adapters (all linear layers of a Llama block by default)",
+    )
+
+
+class ModelSection(Section):
+    path: str = Field(
+        "builtin",
+        description="'builtin' (the tiny Llama shipped in fleet/base_model), a local Hugging Face model folder, "
+        "or a hub id",
+    )
+    lora: LoraSection = Field(default_factory=LoraSection)
+
+
+class DataSection(Section):
+    source: Literal["shakespeare", "jsonl"] = Field("shakespeare", description="where client text comes from")
+    path: str | None = Field(None, description="the JSONL file when source is 'jsonl'")
+    public_plays: list[str] | None = Field(
+        None, description="plays kept out of every client (default: the six the built-in model was trained on)"
+    )
+    min_lines: int = Field(16, ge=2, description="a client needs at least this many lines of text")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of each client's speeches held out")
+    eval_windows: int = Field(
+        256, ge=1, description="held-out windows (one per client, cycling) on which the global loss is measured"
+    )
+
+    @model_validator(mode="after")
+    def _path_for_jsonl(self) -> "DataSection":
+        if self.source == "jsonl" and not self.path:
+            raise ValueError("data.path is required when data.source is 'jsonl'")
+        return self
+
+
+class TrainingSection(Section):
+    local_steps: int = Field(8, ge=1, description="optimiser steps per client session")
+    batch_size: int = Field(16, ge=1, description="sequences per step")
+    seq_len: int = Field(64, ge=8, description="tokens per sequence")
+    lr: float = Field(1e-3, gt=0, description="client AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class StrategySection(BaseModel):
+    """`name` picks a registered strategy; every other key is one of its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field("fedavg", description="a strategy from aggregation/registry.py")
+
+    @model_validator(mode="after")
+    def _known(self) -> "StrategySection":
+        if self.name not in strategy_names():
+            raise ValueError(f"unknown strategy {self.name!r}; known: {', '.join(strategy_names())}")
+        unknown = set(self.params()) - set(strategy_parameters(self.name))
+        if unknown:
+            raise ValueError(f"strategy {self.name!r} has no parameter {', '.join(sorted(unknown))}")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunSection(Section):
+    rounds: int = Field(25, ge=1, description="server versions to produce")
+    clients_per_round: int = Field(10, ge=1, description="K, the reports a synchronous round waits for")
+    over_selection: float = Field(
+        1.3, ge=1, le=5, description="select this multiple of K and keep the first K (Bonawitz et al. 2019)"
+    )
+    deadline_s: float = Field(60.0, gt=0, description="a round closes at this simulated time after it opens")
+    min_reports: int = Field(1, ge=1, description="fewer reports than this by the deadline abandon the round")
+    eval_every: int = Field(1, ge=1, description="measure held-out loss every this many server versions")
+
+    @property
+    def selected(self) -> int:
+        """Devices invited to each round: ceil(K x over_selection)."""
+        return math.ceil(self.clients_per_round * self.over_selection - 1e-9)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSection":
+        if self.min_reports > self.clients_per_round:
+            raise ValueError("min_reports cannot exceed clients_per_round")
+        return self
+
+
+class RuntimeSection(Section):
+    workers: int = Field(2, ge=1, le=4096, description="Ray actors that train clients")
+    threads_per_worker: int = Field(1, ge=1, le=256, description="torch threads (and Ray CPUs) per actor")
+    address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: local")
+
+
+class OutputSection(Section):
+    dir: str = Field("runs", description="run folders are created under this folder")
+    report: bool = Field(True, description="write report.html at the end")
+
+
+class Scenario(Section):
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$", description="used in the run folder's name")
+    seed: int = Field(0, ge=0, description="every random stream of the run derives from it")
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    network: NetworkSection = Field(default_factory=NetworkSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    strategy: StrategySection = Field(default_factory=StrategySection)
+    run: RunSection = Field(default_factory=RunSection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Scenario":
+        if self.run.selected > self.fleet.size:
+            raise ValueError(
+                f"run.clients_per_round x run.over_selection selects {self.run.selected} devices, "
+                f"more than fleet.size ({self.fleet.size})"
+            )
+        return self

@@ -1,0 +1,68 @@
+"""Local LoRA training: only the adapter moves, and a job's result is a function of the job alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from fleet.base_model import load_base_model, load_tokenizer, training_flops_per_token
+from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
+
+LORA = LoraSpec(r=4, alpha=8.0, dropout=0.0, target_modules=("q_proj", "v_proj"))
+SETTINGS = TrainSettings(seed=0, batch_size=4, seq_len=32, lr=1e-2, weight_decay=0.0)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    text = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 20
+    return np.asarray(load_tokenizer("builtin")(text)["input_ids"], dtype=np.int32)
+
+
+def new_trainer():
+    return LocalTrainer(wrap_with_lora(load_base_model("builtin"), LORA, seed=0), SETTINGS)
+
+
+def test_only_the_adapter_changes(tokens):
+    trainer = new_trainer()
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
+    start = get_flat(trainer.model)
+    start_copy = start.clone()
+    result = trainer.train(TrainJob(client=1, data_client=0, round=1, base_version=0, steps=3), start, tokens)
+    for name, p in trainer.model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, frozen[name]), name
+            assert not p.requires_grad
+    assert result.delta.abs().max() > 0
+    assert torch.equal(start, start_copy), "training wrote into the global adapter it started from"
+    assert torch.allclose(get_flat(trainer.model), start + result.delta)
+
+
+def test_local_steps_lower_the_training_loss(tokens):
+    result = new_trainer().train(TrainJob(1, 0, 1, 0, steps=15), get_flat(new_trainer().model), tokens)
+    assert result.loss_last < result.loss_first
+
+
+def test_same_job_same_result_on_any_trainer(tokens):
+    a, b = new_trainer(), new_trainer()
+    start = get_flat(a.model)
+    job = TrainJob(client=5, data_client=0, round=2, base_version=1, steps=2)
+    b.train(TrainJob(9, 0, 1, 0, steps=2), start, tokens)  # b has served another client before
+    assert torch.equal(a.train(job, start, tokens).delta, b.train(job, start, tokens).delta)
+    other_round = a.train(TrainJob(5, 0, 3, 1, steps=2), start, tokens).delta
+    assert not torch.equal(other_round, a.train(job, start, tokens).delta)
+
+
+def test_set_flat_checks_size():
+    trainer = new_trainer()
+    with pytest.raises(ValueError, match="parameters"):
+        set_flat(trainer.model, torch.zeros(3))
+
+
+def test_windows_repeat_short_text():
+    w = windows(np.arange(5, dtype=np.int32), np.array([0, 7]), 8)
+    assert w.shape == (2, 8) and w[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def test_flops_per_token_counts_head_once():
+    model = load_base_model("builtin")
+    n = sum(p.numel() for p in model.parameters())  # tied: embedding listed once
+    assert training_flops_per_token(model) == pytest.approx(4 * n)  # non-embedding + head == all, when tied

@@ -1,0 +1,77 @@
+"""Scenario validation: each bad input names its field and its reason, and leaves nothing behind."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scenarios.cli import main
+from scenarios.loader import ScenarioError, load_scenario, parse_scenario
+
+
+def errors_of(tree: dict) -> str:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(tree)
+    return str(info.value)
+
+
+def test_builtin_quickstart_is_valid():
+    scenario = load_scenario("quickstart")
+    assert scenario.fleet.size >= 1000 and scenario.run.rounds >= 20
+
+
+def test_unknown_key_is_named():
+    message = errors_of({"fleet": {"sise": 10}})
+    assert "fleet.sise: unknown field" in message
+
+
+def test_wrong_type_is_named():
+    message = errors_of({"run": {"rounds": "many"}})
+    assert "run.rounds:" in message and "integer" in message
+
+
+def test_impossible_values_are_named():
+    message = errors_of({"fleet": {"size": 0}, "network": {"uplink_mhz": -5}})
+    assert "fleet.size:" in message and "network.uplink_mhz:" in message
+    assert "2 invalid field(s)" in message
+
+
+def test_cohort_larger_than_fleet():
+    message = errors_of({"fleet": {"size": 10}, "run": {"clients_per_round": 10, "over_selection": 1.3}})
+    assert "selects 13 devices, more than fleet.size (10)" in message
+
+
+def test_unknown_device_class_and_strategy():
+    assert "unknown device class 'toaster'" in errors_of({"fleet": {"classes": [{"name": "toaster", "fraction": 1}]}})
+    assert "unknown strategy 'fedmagic'" in errors_of({"strategy": {"name": "fedmagic"}})
+    assert "has no parameter momentum" in errors_of({"strategy": {"name": "fedavg", "momentum": 0.9}})
+
+
+def test_jsonl_needs_an_existing_file(tmp_path):
+    assert "data.path is required" in errors_of({"data": {"source": "jsonl"}})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"data": {"source": "jsonl", "path": str(tmp_path / "missing.jsonl")}}))
+    with pytest.raises(ScenarioError, match="data.path: no such file"):
+        load_scenario(path)
+
+
+def test_override_is_validated_like_the_file():
+    with pytest.raises(ScenarioError, match="fleet.size"):
+        load_scenario("quickstart", ["fleet.size=-1"])
+    assert load_scenario("quickstart", ["fleet.size=2000"]).fleet.size == 2000
+
+
+def test_cli_exits_2_and_writes_no_run_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  rounds: 0\n")
+    out = tmp_path / "run"
+    assert main(["run", str(bad), "--out", str(out)]) == 2
+    assert "run.rounds:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_rejects_broken_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fleet: [unclosed\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "run")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
