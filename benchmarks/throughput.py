@@ -18,14 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from fleet.base_model import load_base_model, training_flops_per_token
-from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainSettings, get_flat, wrap_with_lora
+from fleet.base_model import load_base_model, load_tokenizer, training_flops_per_token
+from fleet.trainer import LocalTrainer, TrainJob, get_flat, wrap_with_lora
 from scenarios.loader import load_scenario
-from scenarios.runner import RunOptions, prepare_data, run_scenario
-from fleet.base_model import load_tokenizer
+from scenarios.runner import RunOptions, lora_spec, prepare_data, run_scenario, train_settings
 
 CLIENTS = 100
 
@@ -56,10 +54,8 @@ def bare_loop_seconds(scenario, threads: int) -> float:
     """The same client steps (same model, LoRA, batch shapes, data) with plain PyTorch on all cores."""
     torch.set_num_threads(threads)
     t = scenario.training
-    lora = scenario.model.lora
-    model = wrap_with_lora(load_base_model(scenario.model.path),
-                           LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules)), scenario.seed)
-    trainer = LocalTrainer(model, TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay))
+    model = wrap_with_lora(load_base_model(scenario.model.path), lora_spec(scenario), scenario.seed)
+    trainer = LocalTrainer(model, train_settings(scenario))
     data = prepare_data(scenario, load_tokenizer(scenario.model.path))
     start_adapter = get_flat(model)
     start = time.perf_counter()

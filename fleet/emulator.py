@@ -126,7 +126,7 @@ class Emulator:
         self.version = 0
         # Bytes on the wire come from the tensors as sent: float32 adapter down, float32 delta up.
         self.bytes_down = self.bytes_up = adapter.numel() * adapter.element_size()
-        self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) - fleet.shadowing_db
+        self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) + fleet.shadowing_db
         self._pending_eval: tuple[dict, Any] | None = None
 
     def run(self) -> torch.Tensor:
@@ -260,7 +260,8 @@ class Emulator:
 
     def _session_row(self, state: "RoundState", plan: SessionPlan, outcome: str, elapsed: float) -> dict:
         fleet, d = self.fleet, plan.device
-        down_s, train_s, up_s = plan.time_in_phases(elapsed)
+        completed = outcome == "completed"
+        down_s, train_s, up_s = plan.time_in_phases(plan.total_s if completed else elapsed)
         radio_w_up = RADIO_BASE_W + UPLINK_W_PER_MBPS * plan.uplink_bps / 1e6
         radio_w_down = RADIO_BASE_W + DOWNLINK_W_PER_MBPS * plan.downlink_bps / 1e6
         energy = down_s * radio_w_down + train_s * fleet.compute_power_w[d] + up_s * radio_w_up
@@ -273,7 +274,7 @@ class Emulator:
             "data_client": int(fleet.data_client[d]),
             "base_version": state.version,
             "outcome": outcome,
-            "phase": "done" if outcome == "completed" else plan.phase_at(elapsed),
+            "phase": "done" if completed else plan.phase_at(elapsed),
             "t_start": state.opened,
             "t_end": state.opened + elapsed,
             "download_s": down_s,
@@ -282,10 +283,10 @@ class Emulator:
             "uplink_mbps": plan.uplink_bps / 1e6,
             "downlink_mbps": plan.downlink_bps / 1e6,
             # A transfer cut short moved only its share of the bytes.
-            "bytes_down": int(self.bytes_down * down_s / plan.download_s),
-            "bytes_up": int(self.bytes_up * up_s / plan.upload_s),
+            "bytes_down": round(self.bytes_down * down_s / plan.download_s),
+            "bytes_up": round(self.bytes_up * up_s / plan.upload_s),
             "energy_j": float(energy),
-            "steps": self.rules.local_steps if outcome == "completed" else 0,
+            "steps": self.rules.local_steps if completed else 0,
         }
 
     def _evaluate(self, row: dict) -> None:

@@ -9,6 +9,7 @@ fewest jobs outstanding; the caller decides which results it waits for and in wh
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 import ray
@@ -17,6 +18,17 @@ import torch
 from fleet.base_model import load_base_model
 from fleet.data import PackedTokens
 from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainResult, TrainSettings, wrap_with_lora
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int):
+    """Ray for the length of a `with` block; shut down after only if this block started it."""
+    started = start_ray(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def start_ray(address: str | None, num_cpus: int) -> bool:
@@ -88,6 +100,12 @@ class WorkerPool:
 
     def __len__(self) -> int:
         return len(self._actors)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
     def put_adapter(self, adapter: torch.Tensor) -> ray.ObjectRef:
         return ray.put(adapter)

@@ -31,7 +31,7 @@ from fleet.data import (
 )
 from fleet.devices import sample_fleet
 from fleet.emulator import Emulator, Radio, RoundRules
-from fleet.pool import WorkerPool, start_ray
+from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.trainer import LoraSpec, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
 from scenarios.loader import ScenarioError
@@ -45,6 +45,16 @@ class RunOptions:
     out: Path | None = None
     progress: bool = True
     on_round: Callable[[dict], None] | None = None  # called with each rounds.parquet row as it is written
+
+
+def lora_spec(scenario: Scenario) -> LoraSpec:
+    lora = scenario.model.lora
+    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules))
+
+
+def train_settings(scenario: Scenario) -> TrainSettings:
+    t = scenario.training
+    return TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay)
 
 
 def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
@@ -68,9 +78,12 @@ def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
 
 
 def eval_windows(data: FederatedData, n: int, seq_len: int, seed: int) -> torch.Tensor:
-    """n fixed held-out windows, one per client in a seeded order (cycling when n exceeds the clients)."""
+    """n fixed held-out windows, one per client in a seeded order (cycling when n exceeds the clients).
+    Clients whose held-out text is shorter than a window are skipped where possible: a window filled by
+    repeating a short text would reward copying."""
     rng = stream(seed, "eval-windows")
-    order = rng.permutation(len(data.test))
+    long_enough = np.flatnonzero(data.test.lengths() > seq_len)
+    order = rng.permutation(long_enough if len(long_enough) else np.arange(len(data.test)))
     rows = [
         windows(data.test.get(int(order[i % len(order)])), rng.integers(0, 2**31, 1), seq_len + 1)
         for i in range(n)
@@ -104,9 +117,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     tokenizer = load_tokenizer(scenario.model.path)
     data = prepare_data(scenario, tokenizer)
     t = scenario.training
-    lora = LoraSpec(scenario.model.lora.r, scenario.model.lora.alpha, scenario.model.lora.dropout,
-                    tuple(scenario.model.lora.target_modules))
-    settings = TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay)
+    lora, settings = lora_spec(scenario), train_settings(scenario)
     strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
 
     # The server's copy of the model: the initial global adapter, the FLOP count, and the final save.
@@ -129,52 +140,41 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
 
     run_dir = new_run_dir(scenario, options)
     recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
-    started_ray = start_ray(scenario.runtime.address, scenario.runtime.workers * scenario.runtime.threads_per_worker)
-    pool = WorkerPool(
-        scenario.runtime.workers,
-        scenario.runtime.threads_per_worker,
-        resolve_model_path(scenario.model.path),
-        lora,
-        settings,
-        data.train,
-        eval_windows(data, scenario.data.eval_windows, t.seq_len, scenario.seed),
-    )
     r = scenario.run
-    bar = tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress)
+    rules = RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.min_reports, r.eval_every,
+                       t.local_steps, scenario.fleet.min_charge)
+    radio = Radio(net.path_loss, net.carrier_ghz, net.uplink_mhz * 1e6, net.downlink_mhz * 1e6, net.bs_power_dbm,
+                  net.noise_figure_db)
+    rt = scenario.runtime
+    with (
+        ray_session(rt.address, rt.workers * rt.threads_per_worker),
+        WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora, settings,
+                   data.train, eval_windows(data, scenario.data.eval_windows, t.seq_len, scenario.seed)) as pool,
+        tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress) as bar,
+    ):
 
-    def progress(row: dict) -> None:
-        if options.on_round is not None:
-            options.on_round(row)
-        bar.update(1)
-        loss = row.get("eval_loss")
-        bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
-                        loss="-" if loss is None or np.isnan(loss) else f"{loss:.3f}")
+        def progress(row: dict) -> None:
+            if options.on_round is not None:
+                options.on_round(row)
+            bar.update(1)
+            loss = row["eval_loss"]
+            bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
+                            loss="-" if np.isnan(loss) else f"{loss:.3f}")
 
-    try:
         pool.wait_ready()
-        emulator = Emulator(
+        final = Emulator(
             seed=scenario.seed,
             fleet=fleet,
             num_samples=data.num_samples,
-            rules=RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.min_reports,
-                             r.eval_every, t.local_steps, scenario.fleet.min_charge),
-            radio=Radio(net.path_loss, net.carrier_ghz, net.uplink_mhz * 1e6, net.downlink_mhz * 1e6,
-                        net.bs_power_dbm, net.noise_figure_db),
+            rules=rules,
+            radio=radio,
             flops_per_session=flops_per_token * t.local_steps * t.batch_size * t.seq_len,
             adapter=adapter,
             strategy=strategy,
             host=pool,
             sink=recorder,
             on_progress=progress,
-        )
-        final = emulator.run()
-    finally:
-        bar.close()
-        pool.shutdown()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        ).run()
 
     set_flat(server_model, final)
     server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)

@@ -73,3 +73,26 @@ def test_another_seed_gives_other_numbers(tmp_path, two_worker_run, ray_local):
     a = pd.read_parquet(other / "rounds.parquet")
     b = pd.read_parquet(two_worker_run / "rounds.parquet")
     assert not a["eval_loss"].equals(b["eval_loss"])
+
+
+def test_report_has_every_figure_with_data(two_worker_run):
+    from analysis.report import write_report
+
+    page = write_report(two_worker_run).read_text()
+    assert page.count('class="plotly-graph-div"') == 4
+    assert "Held-out loss against simulated time" in page and "cumulative uplink bytes" in page
+    assert "held-out loss at the end" in page
+
+
+def test_model_path_takes_a_local_hugging_face_folder(tmp_path, ray_local):
+    import shutil
+
+    from fleet.base_model import BUILTIN_DIR
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(BUILTIN_DIR, folder)
+    run = small_run(tmp_path, "local", f"model.path={folder}", "run.rounds=1")
+    rounds = pd.read_parquet(run / "rounds.parquet")
+    assert rounds["completed"].iloc[1] >= 1
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(folder)
