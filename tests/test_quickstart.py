@@ -1,0 +1,22 @@
+"""The embedded default, run in full (about three and a half minutes): `python -m pytest -m slow`."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from scenarios.loader import load_scenario
+from scenarios.runner import RunOptions, run_scenario
+
+
+@pytest.mark.slow
+def test_quickstart_lowers_held_out_loss(tmp_path, ray_local):
+    run = run_scenario(load_scenario("quickstart"), RunOptions(out=tmp_path / "quickstart", progress=False))
+    rounds = pd.read_parquet(run / "rounds.parquet")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fleet_size"] >= 1000 and summary["rounds"] >= 20
+    assert summary["final_eval_loss"] < summary["base_eval_loss"] - 0.02
+    # the curve falls over the run, not only at its end
+    losses = rounds["eval_loss"].to_numpy()
+    assert losses[len(losses) // 2] < losses[0] and losses[-1] < losses[len(losses) // 2]
+    assert (run / "report.html").stat().st_size > 0
