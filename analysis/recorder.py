@@ -24,28 +24,36 @@ class RunRecorder:
         self.dir.mkdir(parents=True, exist_ok=False)
         (self.dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         self.rounds_rows: list[dict] = []
-        self.session_rows: list[dict] = []
+        self._session_frames: list[pd.DataFrame] = []
         self.flush_every = flush_every
 
     def round(self, row: dict) -> None:
         self.rounds_rows.append(row)
-        _write_parquet(self.rounds_rows, self.dir / "rounds.parquet")
+        _write_parquet(pd.DataFrame(self.rounds_rows), self.dir / "rounds.parquet")
         if len(self.rounds_rows) % self.flush_every == 0:
-            _write_parquet(self.session_rows, self.dir / "clients.parquet")
+            _write_parquet(self.sessions_frame(), self.dir / "clients.parquet")
 
-    def sessions(self, rows: list[dict]) -> None:
-        self.session_rows.extend(rows)
+    def sessions(self, columns: dict[str, list]) -> None:
+        """One round's sessions, as columns."""
+        self._session_frames.append(pd.DataFrame(columns))
+
+    def sessions_frame(self) -> pd.DataFrame:
+        if not self._session_frames:
+            return pd.DataFrame()
+        if len(self._session_frames) > 1:  # concatenate once, keep one frame
+            self._session_frames = [pd.concat(self._session_frames, ignore_index=True)]
+        return self._session_frames[0]
 
     def close(self, summary: dict) -> None:
-        _write_parquet(self.rounds_rows, self.dir / "rounds.parquet")
-        _write_parquet(self.session_rows, self.dir / "clients.parquet")
+        _write_parquet(pd.DataFrame(self.rounds_rows), self.dir / "rounds.parquet")
+        _write_parquet(self.sessions_frame(), self.dir / "clients.parquet")
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
 
 
-def _write_parquet(rows: list[dict], path: Path) -> None:
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write to a temporary name and rename, so a reader never sees half a file."""
     tmp = path.with_suffix(".tmp")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    frame.to_parquet(tmp, index=False)
     tmp.replace(path)
 
 

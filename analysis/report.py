@@ -34,6 +34,32 @@ def class_figure(clients: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def duration_figure(clients: pd.DataFrame) -> go.Figure:
+    """Session time from invitation to report (completed) or to the end (others), per class."""
+    duration = clients["t_end"] - clients["t_start"]
+    fig = go.Figure([go.Box(y=duration[clients["device_class"] == c], name=c, boxpoints=False)
+                     for c in sorted(clients["device_class"].unique())])
+    fig.update_layout(title="Session duration per device class", yaxis_title="simulated seconds",
+                      yaxis_type="log", height=380)
+    return fig
+
+
+def drop_figure(clients: pd.DataFrame) -> go.Figure:
+    reasons = clients.loc[clients["outcome"] != "completed"].groupby(["outcome", "device_class"]).size()
+    reasons = reasons.unstack(fill_value=0)
+    fig = go.Figure([go.Bar(x=reasons.index, y=reasons[c], name=c) for c in reasons.columns])
+    fig.update_layout(barmode="stack", title="Why sessions did not report", yaxis_title="sessions", height=380)
+    return fig
+
+
+def cell_figure(clients: pd.DataFrame) -> go.Figure:
+    load = clients.groupby("cell")[["bytes_up", "bytes_down"]].sum() / 1e6
+    fig = go.Figure([go.Bar(x=load.index, y=load["bytes_up"], name="uplink"),
+                     go.Bar(x=load.index, y=load["bytes_down"], name="downlink")])
+    fig.update_layout(barmode="group", title="Load per cell", xaxis_title="cell", yaxis_title="MB", height=380)
+    return fig
+
+
 def with_cumulative(rounds: pd.DataFrame) -> pd.DataFrame:
     return rounds.assign(
         cum_bytes_up=rounds["bytes_up"].cumsum(),
@@ -54,8 +80,12 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("bytes_up", "uplink bytes"),
         ("bytes_down", "downlink bytes"),
         ("energy_j", "fleet energy (J)"),
-        ("adapter_params", "adapter parameters (trained model)"),
-        ("trained_model", "trained model"),
+        ("trained_model", "trained model (host)"),
+        ("emulated_model", "emulated model (timing, memory, bytes)"),
+        ("adapter_params", "adapter parameters (emulated model)"),
+        ("training_memory_gb", "peak training memory per device (GB)"),
+        ("eligible_devices", "devices with enough memory"),
+        ("fleet_size", "fleet size"),
         ("wall_s", "wall time of the emulation (s)"),
     ]
     return [(label, _fmt(summary[k])) for k, label in keys if k in summary]
@@ -71,12 +101,15 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     rounds, clients, summary = load_run(run_dir)
     rounds = with_cumulative(rounds)
-    figures = [
-        loss_figure(rounds, "t_end", "Held-out loss against simulated time", "simulated time (s)"),
-        loss_figure(rounds, "cum_bytes_up", "Held-out loss against cumulative uplink bytes", "uplink bytes"),
-        outcome_figure(clients),
-        class_figure(clients),
-    ]
+    figures = []
+    if rounds["eval_loss"].notna().any():
+        figures += [
+            loss_figure(rounds, "t_end", "Held-out loss against simulated time", "simulated time (s)"),
+            loss_figure(rounds, "cum_bytes_up", "Held-out loss against cumulative uplink bytes", "uplink bytes"),
+        ]
+    if len(clients):
+        figures += [outcome_figure(clients), drop_figure(clients), class_figure(clients),
+                    duration_figure(clients), cell_figure(clients)]
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(summary))
     title = html.escape(f"fedfleet run: {summary.get('scenario', run_dir.name)}")

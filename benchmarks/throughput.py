@@ -20,10 +20,18 @@ from pathlib import Path
 
 import torch
 
-from fleet.base_model import load_base_model, load_tokenizer, training_flops_per_token
+from fleet.base_model import load_base_model, load_tokenizer
 from fleet.trainer import LocalTrainer, TrainJob, get_flat, wrap_with_lora
 from scenarios.loader import load_scenario
-from scenarios.runner import RunOptions, lora_spec, prepare_data, run_scenario, train_settings
+from scenarios.runner import (
+    RunOptions,
+    lora_spec,
+    prepare_data,
+    run_scenario,
+    session_cost,
+    target_architecture,
+    train_settings,
+)
 
 CLIENTS = 100
 
@@ -79,14 +87,13 @@ def main() -> None:
         "fleet.classes=[{name: mec_t4, fraction: 1.0}]",
     ])
     t = scenario.training
-    flops_per_client = (training_flops_per_token(load_base_model(scenario.model.path))
-                        * t.local_steps * t.batch_size * t.seq_len)
+    flops_per_client = session_cost(scenario, target_architecture(scenario)).flops
     peak = matmul_flops(cores)
     round_s = emulator_round_seconds(scenario)
     floor_s = bare_loop_seconds(scenario, cores)
     print(f"machine: {cores} cores, dense fp32 matmul {peak / 1e9:.1f} GFLOP/s (1024^3, {cores} threads)")
     print(f"round: {CLIENTS} clients x {t.local_steps} steps x {t.batch_size}x{t.seq_len} tokens, "
-          f"{flops_per_client / 1e9:.2f} GFLOP per client (4 N per token), {args.workers} workers")
+          f"{flops_per_client / 1e9:.2f} GFLOP per client (4 N + attention per token), {args.workers} workers")
     print(f"client updates per second:           {CLIENTS / round_s:8.2f}")
     print(f"pool training FLOP/s:                {CLIENTS * flops_per_client / round_s / 1e9:8.2f} GFLOP/s "
           f"= {CLIENTS * flops_per_client / round_s / peak:.3f} of matmul peak")

@@ -140,14 +140,3 @@ def pretrain(
     tokenizer.save_pretrained(out_dir)
 
 
-
-def training_flops_per_token(model: torch.nn.Module) -> float:
-    """About 4 N FLOPs per token for LoRA training (forward 2N, backward through frozen weights 2N), N the
-    non-embedding parameters plus the LM head (REFERENCE.md section 6). The small LoRA terms are left out."""
-    unique = {id(p): p.numel() for p in model.parameters()}
-    embedding = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    n = sum(unique.values()) - embedding.numel()
-    if head is embedding:  # tied: the head is computed although its weights are the embedding's
-        n += head.numel()
-    return 4.0 * n

@@ -1,19 +1,21 @@
 """Synchronous federated rounds on a simulated clock (SimPy). Time unit: simulated seconds.
 
-Scenario: each round the server invites ceil(1.3 K) available devices. Each invited device downloads the
-global adapter over its cell's shared downlink, trains it for the scenario's local steps at its own speed,
-and uploads its update over the shared uplink. A device may go offline at a sampled instant (its class's
-failure rate); the round closes when K updates have arrived or its deadline passes, and whoever is still
+Scenario: each round the server invites ceil(1.3 K) devices among those that are available, charged
+enough and able to hold the model in memory. Each invited device downloads the global adapter over its
+cell's downlink, shared with the other downloads in the cell; trains for the scenario's local steps at its
+own speed; and uploads its update over the cell's shared uplink, then the cell's backhaul carries it to the
+server. A session can end early, at a sampled instant, for a recorded reason: the device went offline
+(its availability pattern), failed, ran its battery down to the cutoff, or had no usable link (SNR below
+the outage threshold after fading). With the `deadline` policy the round closes when K updates have
+arrived or the deadline passes; with `k_fastest` (FedScale) it closes at the K-th arrival. Whoever is still
 working then is cut off as a straggler. With at least `min_reports` updates the server aggregates them into
 a new global version; otherwise the round is abandoned.
 
 The clock decides first, the host works second: a session's fate depends only on sampled device, channel
 and hazard draws, never on training results, so the emulator asks the worker pool to train a client only
 once its update has arrived in time. Training is a pure function of (global version, client, round, seed),
-so when it is submitted changes no number, and a dropped session costs no host compute.
-
-Covers: selection with over-selection, per-device compute time from FLOPs, OFDMA link rates from the
-actual adapter bytes, offline hazards, deadline and surplus stragglers, energy drained from batteries.
+so when it is submitted changes no number, and a dropped session costs no host compute. Without a host
+(systems-only mode) nothing is trained: timing, bytes and energy only.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import simpy
 import torch
 
 from aggregation import ClientUpdate, Strategy
+from fleet.cells import CellLink
 from fleet.devices import Fleet
 from fleet.rng import stream
+from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
-from network_models import ofdma_rates_bps, path_loss_db
+from network_models import SharedBand, fading_gain_db, noise_dbm, path_loss_db, shannon_rate_bps
 
-# LTE radio power (Huang et al., MobiSys 2012), in W: 0.438 W per Mb/s up, 0.052 W per Mb/s down, 1.288 W base.
-UPLINK_W_PER_MBPS, DOWNLINK_W_PER_MBPS, RADIO_BASE_W = 0.438, 0.052, 1.288
+OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus")
 
 
 class Host(Protocol):
@@ -48,7 +51,7 @@ class Sink(Protocol):
     """Where records go (analysis.recorder.RunRecorder)."""
 
     def round(self, row: dict) -> None: ...
-    def sessions(self, rows: list[dict]) -> None: ...
+    def sessions(self, columns: dict[str, list]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,13 @@ class RoundRules:
     clients_per_round: int
     selected: int
     deadline_s: float
+    policy: str  # "deadline" or "k_fastest"
     min_reports: int
     eval_every: int
     local_steps: int
-    min_charge: float
+    min_charge: float  # participation threshold, fraction of capacity
+    cutoff_charge: float  # a session stops when the battery falls to this fraction
+    only_while_charging: bool
 
 
 @dataclass(frozen=True)
@@ -71,34 +77,43 @@ class Radio:
     downlink_hz: float
     bs_power_dbm: float
     noise_figure_db: float
+    sharing: str  # "ofdma" or "tdma"
+    fading: str
+    k_factor_db: float
+    outage_snr_db: float
+    backhaul_bps: float
+    backhaul_latency_s: float
 
 
 @dataclass(frozen=True)
-class SessionPlan:
-    """What the clock knows about one invited device when its session starts."""
+class SessionCost:
+    """What one client session moves and computes (for the emulated architecture)."""
 
-    device: int
-    download_s: float
-    train_s: float
-    upload_s: float
-    offline_after_s: float  # sampled hazard; inf if it never goes offline this round
-    uplink_bps: float
-    downlink_bps: float
+    flops: float
+    bytes_down: int
+    bytes_up: int
 
-    @property
-    def total_s(self) -> float:
-        return self.download_s + self.train_s + self.upload_s
 
-    def phase_at(self, elapsed: float) -> str:
-        if elapsed < self.download_s:
-            return "download"
-        return "train" if elapsed < self.download_s + self.train_s else "upload"
+class Dropped(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
-    def time_in_phases(self, elapsed: float) -> tuple[float, float, float]:
-        down = min(elapsed, self.download_s)
-        train = min(max(elapsed - self.download_s, 0.0), self.train_s)
-        up = min(max(elapsed - self.download_s - self.train_s, 0.0), self.upload_s)
-        return down, train, up
+
+class SessionLog:
+    """One device's part in one round, filled in as it happens."""
+
+    __slots__ = ("device", "round", "base_version", "t_start", "t_end", "outcome", "phase", "download_s",
+                 "train_s", "upload_s", "bytes_down", "bytes_up", "energy_j", "uplink_mbps", "downlink_mbps")
+    COLUMNS = __slots__
+
+    def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
+        self.device, self.round, self.base_version, self.t_start = device, rnd, base_version, t_start
+        self.t_end, self.outcome, self.phase = t_start, "", "download"
+        self.download_s = self.train_s = self.upload_s = 0.0
+        self.bytes_down = self.bytes_up = 0
+        self.energy_j = 0.0
+        self.uplink_mbps = self.downlink_mbps = float("nan")
 
 
 class Emulator:
@@ -110,187 +125,250 @@ class Emulator:
         num_samples: np.ndarray,
         rules: RoundRules,
         radio: Radio,
-        flops_per_session: float,
+        cost: SessionCost,
+        selector,
         adapter: torch.Tensor,
         strategy: Strategy,
-        host: Host,
+        host: Host | None,
         sink: Sink,
+        eligible: np.ndarray | None = None,
         on_progress=lambda row: None,
     ):
         self.env = simpy.Environment()
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
-        self.rules, self.radio, self.strategy = rules, radio, strategy
-        self.host, self.sink, self.on_progress = host, sink, on_progress
-        self.flops_per_session = flops_per_session
+        self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
+        self.strategy, self.host, self.sink, self.on_progress = strategy, host, sink, on_progress
         self.adapter = adapter
         self.version = 0
-        # Bytes on the wire come from the tensors as sent: float32 adapter down, float32 delta up.
-        self.bytes_down = self.bytes_up = adapter.numel() * adapter.element_size()
+        self.eligible = np.ones(len(fleet), bool) if eligible is None else eligible
+        self.history = DeviceHistory.empty(len(fleet))
         self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) + fleet.shadowing_db
+        cells = int(fleet.cell.max()) + 1
+        self.uplinks = [CellLink(self.env, SharedBand(radio.uplink_hz, radio.noise_figure_db, radio.sharing))
+                        for _ in range(cells)]
+        self.downlinks = [CellLink(self.env, SharedBand(radio.downlink_hz, radio.noise_figure_db, radio.sharing))
+                          for _ in range(cells)]
+        self._charged_until = 0.0
         self._pending_eval: tuple[dict, Any] | None = None
 
     def run(self) -> torch.Tensor:
         """Run every round; returns the final global adapter."""
-        self.env.process(self.server())
-        self.env.run()
+        server = self.env.process(self.server())
+        self.env.run(until=server)  # pending hazard timers of closed rounds are not waited for
         self._finish_eval()
         return self.adapter
 
     # --- the server's story -----------------------------------------------------------------------
 
     def server(self):
-        self._evaluate(self._round_row(0, 0.0, [], [], abandoned=False, train_loss=float("nan")))
+        self._evaluate(self._round_row(0, 0.0, {}, 0, False, float("nan")))
         for rnd in range(1, self.rules.rounds + 1):
             opened = self.env.now
-            plans = self.plan_sessions(rnd, self.select(rnd))
-            adapter_ref = self.host.put_adapter(self.adapter)
+            self.fleet.charge(self._charged_until, opened)
+            self._charged_until = opened
+            invited = self.select(rnd)
             state = RoundState(self.env, rnd, self.version, self.rules.clients_per_round)
-            sessions = {p.device: self.env.process(self.session(state, p, adapter_ref)) for p in plans}
-            deadline = self.env.timeout(self.rules.deadline_s)
-            yield state.enough | deadline
+            adapter_ref = self.host.put_adapter(self.adapter) if self.host else None
+            sessions = [self.env.process(self.session(state, plan, adapter_ref)) for plan in self.plan(rnd, invited)]
+            waits = [state.enough, self.env.all_of(sessions)]
+            if self.rules.policy == "deadline":
+                waits.append(self.env.timeout(self.rules.deadline_s))
+            if not sessions:  # nobody to invite: wait before asking again
+                waits = [self.env.timeout(self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else 60.0)]
+            yield self.env.any_of(waits)
             reason = "surplus" if state.enough.triggered else "missed_deadline"
-            for proc in sessions.values():
+            for proc in sessions:
                 if proc.is_alive:
                     proc.interrupt(reason)
             yield self.env.timeout(0)  # let the cut-off sessions record themselves
-            self.close_round(state, plans, opened)
+            self.close_round(state, opened)
+        self.fleet.charge(self._charged_until, self.env.now)
 
-    def session(self, state: "RoundState", plan: SessionPlan, adapter_ref):
-        """One device's part in a round: download, train, upload, unless it goes offline or is cut off."""
-        start = self.env.now
+    def session(self, state: "RoundState", plan: dict, adapter_ref):
+        """One device's round: download, train, upload, unless something ends it first."""
+        d = plan["device"]
+        log = SessionLog(d, state.round, state.version, self.env.now)
+        hazard = self.env.timeout(plan["hazard_s"], value=plan["hazard"]) if np.isfinite(plan["hazard_s"]) else None
+        fleet, radio = self.fleet, self.radio
+        cls = fleet.classes[fleet.cls[d]]
         try:
-            if plan.offline_after_s < plan.total_s:
-                yield self.env.timeout(plan.offline_after_s)
-                state.end(plan, "offline", self.env.now - start)
-                return
-            yield self.env.timeout(plan.total_s)
+            yield from self.transfer(log, "download", self.downlinks[fleet.cell[d]], self.cost.bytes_down,
+                                     radio.bs_power_dbm, self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
+                                     lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6, hazard)
+            log.phase = "train"
+            yield from self.spend(log, "train", self.env.timeout(plan["train_s"]), cls.compute_power_w, hazard)
+            yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.cost.bytes_up,
+                                     cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], radio.uplink_hz,
+                                     lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6, hazard)
+            log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
+            yield self.env.timeout(radio.backhaul_latency_s + 8 * self.cost.bytes_up / radio.backhaul_bps)
             if state.enough.triggered:  # arrived in the same instant as the K-th
-                state.end(plan, "surplus", self.env.now - start)
-                return
-            job = TrainJob(
-                client=plan.device,
-                data_client=int(self.fleet.data_client[plan.device]),
-                round=state.round,
-                base_version=state.version,
-                steps=self.rules.local_steps,
-            )
-            state.arrive(plan, self.host.train(job, adapter_ref), self.env.now - start)
+                raise Dropped("surplus")
+            log.outcome, log.phase = "completed", "done"
+            state.arrive(d, self._train(state, d, adapter_ref))
+        except Dropped as drop:
+            log.outcome = drop.reason
         except simpy.Interrupt as stop:
-            state.end(plan, stop.cause, self.env.now - start)
+            log.outcome = stop.cause
+        log.t_end = self.env.now
+        state.ended.append(log)
+
+    def transfer(self, log, name, link: CellLink, nbytes, tx_power_dbm, loss_db, band_hz, power_at, hazard):
+        """Send over a shared link; the device draws radio power for the rate it had when it started."""
+        log.phase = name
+        if tx_power_dbm - loss_db - noise_dbm(band_hz, self.radio.noise_figure_db) < self.radio.outage_snr_db:
+            raise Dropped("link_outage")
+        done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db)
+        rate = link.rate_bps(log.device)
+        setattr(log, "uplink_mbps" if name == "upload" else "downlink_mbps", rate / 1e6)
+        try:
+            yield from self.spend(log, name, done, power_at(rate), hazard)
+        except BaseException:
+            setattr(log, f"bytes_{'up' if name == 'upload' else 'down'}", int(link.cancel(log.device) / 8))
+            raise
+        setattr(log, f"bytes_{'up' if name == 'upload' else 'down'}", int(nbytes))
+
+    def spend(self, log: SessionLog, name: str, event, power_w: float, hazard):
+        """Wait for `event` while drawing `power_w`, unless a hazard or the battery cutoff comes first."""
+        start = self.env.now
+        waits = [event] + ([hazard] if hazard is not None else [])
+        budget_s = self._seconds_to_cutoff(log.device, power_w)
+        battery = self.env.timeout(budget_s) if np.isfinite(budget_s) else None
+        if battery is not None:
+            waits.append(battery)
+        try:
+            fired = yield self.env.any_of(waits)
+        finally:
+            self._drain(log, name, self.env.now - start, power_w)
+        if event in fired:
+            return
+        raise Dropped(hazard.value if hazard is not None and hazard in fired else "battery")
 
     # --- the clock's decisions ---------------------------------------------------------------------
 
     def select(self, rnd: int) -> np.ndarray:
-        """Uniform among devices that are online and above the battery threshold; sorted device ids."""
-        fleet = self.fleet
-        online = stream(self.seed, "availability", rnd).random(len(fleet)) < fleet.availability
-        charged = fleet.charge_wh >= self.rules.min_charge * fleet.battery_wh  # inf >= inf for mains
-        candidates = np.flatnonzero(online & charged)
-        take = min(self.rules.selected, len(candidates))
-        return np.sort(stream(self.seed, "select", rnd).choice(candidates, size=take, replace=False))
+        """Invite devices among those available, eligible and charged enough; sorted device ids."""
+        fleet, rules, now = self.fleet, self.rules, self.env.now
+        ok = self.eligible & (fleet.charge_fraction(np.arange(len(fleet))) >= rules.min_charge)
+        candidates = np.flatnonzero(ok)
+        candidates = candidates[fleet.available(now, candidates)]
+        if rules.only_while_charging:
+            batteries = np.isfinite(fleet.battery_wh[candidates])
+            candidates = candidates[~batteries | fleet.charging(now, candidates)]
+        if len(candidates) == 0:
+            return candidates
+        radio = self.radio
+        ctx = SelectionContext(
+            candidates=candidates,
+            charge_fraction=fleet.charge_fraction(candidates),
+            link_rate_bps=shannon_rate_bps(radio.uplink_hz, fleet.per_class("tx_power_dbm")[candidates],
+                                           self.loss_db[candidates], radio.noise_figure_db),
+            flops=fleet.flops[candidates],
+            samples=self.num_samples[fleet.data_client[candidates]],
+            history=self.history,
+        )
+        return np.sort(self.selector.select(ctx, rules.selected, stream(self.seed, "select", rnd)))
 
-    def plan_sessions(self, rnd: int, devices: np.ndarray) -> list[SessionPlan]:
-        """Rates from an equal OFDMA share among this round's invitees in each cell, fixed for the round."""
-        fleet, radio = self.fleet, self.radio
-        cells, loss = fleet.cell[devices], self.loss_db[devices]
-        up = ofdma_rates_bps(cells, radio.uplink_hz, fleet.tx_power_dbm[devices], loss, radio.noise_figure_db)
-        down = ofdma_rates_bps(cells, radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
-        hazard_rate = fleet.failures_per_hour[devices] / 3600.0
-        offline = stream(self.seed, "offline", rnd).exponential(1.0, len(devices)) / np.maximum(hazard_rate, 1e-300)
-        train_s = self.flops_per_session / fleet.flops[devices]
+    def plan(self, rnd: int, devices: np.ndarray) -> list[dict]:
+        """Each invitee's draws for this round, all vectorised: fading per transfer, the first hazard
+        (availability ends or the device fails), training time from FLOPs and the device's speed."""
+        fleet, n = self.fleet, len(devices)
+        offline_s = fleet.offline_after(self.env.now, devices)
+        rate = fleet.per_class("failures_per_hour")[devices] / 3600.0
+        with np.errstate(divide="ignore"):
+            failure_s = stream(self.seed, "failure", rnd).exponential(1.0, n) / rate
+        fade_up = fading_gain_db(stream(self.seed, "fading-up", rnd), self.radio.fading, n, self.radio.k_factor_db)
+        fade_down = fading_gain_db(stream(self.seed, "fading-down", rnd), self.radio.fading, n, self.radio.k_factor_db)
+        train_s = self.cost.flops / fleet.flops[devices]
         return [
-            SessionPlan(
-                device=int(d),
-                download_s=8 * self.bytes_down / down[i],
-                train_s=float(train_s[i]),
-                upload_s=8 * self.bytes_up / up[i],
-                offline_after_s=float(offline[i]),
-                uplink_bps=float(up[i]),
-                downlink_bps=float(down[i]),
-            )
+            {
+                "device": int(d),
+                "hazard_s": float(min(offline_s[i], failure_s[i])),
+                "hazard": "offline" if offline_s[i] <= failure_s[i] else "device_failure",
+                "fade_up_db": float(fade_up[i]),
+                "fade_down_db": float(fade_down[i]),
+                "train_s": float(train_s[i]),
+            }
             for i, d in enumerate(devices)
         ]
 
+    # --- energy ------------------------------------------------------------------------------------
+
+    def _seconds_to_cutoff(self, d: int, power_w: float) -> float:
+        if not np.isfinite(self.fleet.battery_wh[d]) or power_w <= 0:
+            return float("inf")
+        above = self.fleet.charge_wh[d] - self.rules.cutoff_charge * self.fleet.battery_wh[d]
+        return max(0.0, above * 3600.0 / power_w)
+
+    def _drain(self, log: SessionLog, name: str, seconds: float, power_w: float) -> None:
+        setattr(log, f"{name}_s", getattr(log, f"{name}_s") + seconds)
+        log.energy_j += power_w * seconds
+        self.fleet.charge_wh[log.device] -= power_w * seconds / 3600.0  # inf stays inf for mains
+
     # --- the server's books ------------------------------------------------------------------------
 
-    def close_round(self, state: "RoundState", plans: list[SessionPlan], opened: float) -> None:
-        sessions = [self._session_row(state, plan, *state.ended[plan.device]) for plan in plans]
-        self.sink.sessions(sessions)
+    def _train(self, state: "RoundState", d: int, adapter_ref):
+        if self.host is None:
+            return None
+        job = TrainJob(client=d, data_client=int(self.fleet.data_client[d]), round=state.round,
+                       base_version=state.version, steps=self.rules.local_steps)
+        return self.host.train(job, adapter_ref)
+
+    def close_round(self, state: "RoundState", opened: float) -> None:
+        logs = sorted(state.ended, key=lambda s: s.device)
+        columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
+        columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
+        columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
+        columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
+        self.sink.sessions(columns)
         arrived = sorted(state.arrived)  # fixed order: sums do not depend on arrival order or worker count
         abandoned = len(arrived) < self.rules.min_reports
         train_loss = float("nan")
+        for s in logs:
+            if s.outcome == "completed":
+                self.history.last_duration_s[s.device] = s.t_end - s.t_start
         if not abandoned:
-            results: list[TrainResult] = self.host.get([state.arrived[d] for d in arrived])
-            updates = [
-                ClientUpdate(r.job.client, r.delta, int(self.num_samples[r.job.data_client]), r.job.base_version, r.job.steps)
-                for r in results
-            ]
-            self.adapter = self.strategy.aggregate(self.adapter, self.version, updates)
+            if self.host is not None:
+                results: list[TrainResult] = self.host.get([state.arrived[d] for d in arrived])
+                updates = [ClientUpdate(r.job.client, r.delta, int(self.num_samples[r.job.data_client]),
+                                        r.job.base_version, r.job.steps) for r in results]
+                self.adapter = self.strategy.aggregate(self.adapter, self.version, updates)
+                train_loss = float(np.mean([r.loss_last for r in results]))
+                for r in results:
+                    self.history.last_loss[r.job.client] = r.loss_first
             self.version += 1
-            train_loss = float(np.mean([r.loss_last for r in results]))
-        row = self._round_row(state.round, opened, sessions, arrived, abandoned, train_loss)
+        row = self._round_row(state.round, opened, columns, len(arrived), abandoned, train_loss)
         last = state.round == self.rules.rounds
-        if abandoned or (state.round % self.rules.eval_every and not last):
+        if self.host is None or abandoned or (state.round % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order
             self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
         else:
             self._evaluate(row)
 
-    def _round_row(
-        self, rnd: int, opened: float, sessions: list[dict], arrived: list[int], abandoned: bool, train_loss: float
-    ) -> dict:
-        outcomes = [s["outcome"] for s in sessions]
+    def _round_row(self, rnd: int, opened: float, columns: dict, completed: int, abandoned: bool,
+                   train_loss: float) -> dict:
+        outcomes = columns.get("outcome", [])
         return {
             "round": rnd,
             "version": self.version,
             "t_start": opened,
             "t_end": self.env.now,
             "duration_s": self.env.now - opened,
-            "selected": len(sessions),
-            "completed": len(arrived),
-            "dropped": outcomes.count("offline"),
-            "missed_deadline": outcomes.count("missed_deadline"),
-            "surplus": outcomes.count("surplus"),
+            "selected": len(outcomes),
+            "completed": completed,
+            **{outcome: outcomes.count(outcome) for outcome in OUTCOMES if outcome != "completed"},
             "abandoned": abandoned,
-            "bytes_up": sum(s["bytes_up"] for s in sessions),
-            "bytes_down": sum(s["bytes_down"] for s in sessions),
-            "energy_j": sum(s["energy_j"] for s in sessions),
+            "bytes_up": int(sum(columns.get("bytes_up", []))),
+            "bytes_down": int(sum(columns.get("bytes_down", []))),
+            "energy_j": float(sum(columns.get("energy_j", []))),
             "train_loss": train_loss,
-        }
-
-    def _session_row(self, state: "RoundState", plan: SessionPlan, outcome: str, elapsed: float) -> dict:
-        fleet, d = self.fleet, plan.device
-        completed = outcome == "completed"
-        down_s, train_s, up_s = plan.time_in_phases(plan.total_s if completed else elapsed)
-        radio_w_up = RADIO_BASE_W + UPLINK_W_PER_MBPS * plan.uplink_bps / 1e6
-        radio_w_down = RADIO_BASE_W + DOWNLINK_W_PER_MBPS * plan.downlink_bps / 1e6
-        energy = down_s * radio_w_down + train_s * fleet.compute_power_w[d] + up_s * radio_w_up
-        fleet.charge_wh[d] -= energy / 3600.0  # inf stays inf for mains-powered devices
-        return {
-            "round": state.round,
-            "device": d,
-            "device_class": fleet.classes[fleet.cls[d]],
-            "cell": int(fleet.cell[d]),
-            "data_client": int(fleet.data_client[d]),
-            "base_version": state.version,
-            "outcome": outcome,
-            "phase": "done" if completed else plan.phase_at(elapsed),
-            "t_start": state.opened,
-            "t_end": state.opened + elapsed,
-            "download_s": down_s,
-            "train_s": train_s,
-            "upload_s": up_s,
-            "uplink_mbps": plan.uplink_bps / 1e6,
-            "downlink_mbps": plan.downlink_bps / 1e6,
-            # A transfer cut short moved only its share of the bytes.
-            "bytes_down": round(self.bytes_down * down_s / plan.download_s),
-            "bytes_up": round(self.bytes_up * up_s / plan.upload_s),
-            "energy_j": float(energy),
-            "steps": self.rules.local_steps if completed else 0,
         }
 
     def _evaluate(self, row: dict) -> None:
         """Held-out loss of the new version, computed while the next round trains and recorded after it."""
+        if self.host is None:
+            self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
+            return
         ref = self.host.evaluate(self.host.put_adapter(self.adapter))
         self._finish_eval()
         self._pending_eval = (row, ref)
@@ -300,8 +378,7 @@ class Emulator:
             row, ref = self._pending_eval
             self._pending_eval = None
             loss = float(self.host.get([ref])[0])
-            row.update(eval_loss=loss, eval_ppl=float(np.exp(loss)))
-            self._emit(row)
+            self._emit({**row, "eval_loss": loss, "eval_ppl": float(np.exp(loss))})
 
     def _emit(self, row: dict) -> None:
         self.sink.round(row)
@@ -312,16 +389,12 @@ class RoundState:
     """Who has arrived in one round, and the event that fires at the K-th arrival."""
 
     def __init__(self, env: simpy.Environment, rnd: int, version: int, k: int):
-        self.round, self.version, self.k, self.opened = rnd, version, k, env.now
+        self.round, self.version, self.k = rnd, version, k
         self.enough = env.event()
         self.arrived: dict[int, Any] = {}  # device -> training handle
-        self.ended: dict[int, tuple[str, float]] = {}  # device -> (outcome, elapsed seconds)
+        self.ended: list[SessionLog] = []
 
-    def arrive(self, plan: SessionPlan, handle: Any, elapsed: float) -> None:
-        self.arrived[plan.device] = handle
-        self.end(plan, "completed", elapsed)
+    def arrive(self, device: int, handle: Any) -> None:
+        self.arrived[device] = handle
         if len(self.arrived) == self.k:
             self.enough.succeed()
-
-    def end(self, plan: SessionPlan, outcome: str, elapsed: float) -> None:
-        self.ended[plan.device] = (outcome, elapsed)

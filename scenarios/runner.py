@@ -6,6 +6,8 @@ the run folder is created, so a mistake leaves nothing behind. Ray starts only a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from tqdm import tqdm
 from aggregation import build_strategy
 from analysis.recorder import RunRecorder
 from analysis.report import write_report
-from fleet.base_model import load_base_model, load_tokenizer, resolve_model_path, training_flops_per_token
+from fleet.architectures import Architecture, get_architecture
+from fleet.base_model import load_base_model, load_tokenizer, resolve_model_path
 from fleet.data import (
     DEFAULT_PUBLIC_PLAYS,
     FederatedData,
@@ -29,10 +32,12 @@ from fleet.data import (
     shakespeare_clients,
     split_client,
 )
-from fleet.devices import sample_fleet
-from fleet.emulator import Emulator, Radio, RoundRules
+from fleet.devices import Fleet, sample_fleet
+from fleet.emulator import Emulator, Radio, RoundRules, SessionCost
+from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
 from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
+from fleet.selection import build_selector
 from fleet.trainer import LoraSpec, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
 from scenarios.loader import ScenarioError
 from scenarios.schema import Scenario
@@ -112,46 +117,102 @@ def git_sha() -> str | None:
         return None
 
 
+def target_architecture(scenario: Scenario) -> Architecture:
+    """What the clock times: the emulated architecture, or the trained model itself."""
+    if scenario.model.emulate:
+        return get_architecture(scenario.model.emulate)
+    config = json.loads((Path(resolve_model_path(scenario.model.path)) / "config.json").read_text())
+    return Architecture.from_hf_config(config, name=scenario.model.path)
+
+
+def session_cost(scenario: Scenario, arch: Architecture) -> SessionCost:
+    t, lora = scenario.training, scenario.model.lora
+    tokens = t.local_steps * t.batch_size * t.seq_len
+    # The adapter travels as float32 both ways: the global adapter down, the client's update up.
+    adapter_bytes = 4 * lora_param_count(arch, lora.r, lora.target_modules)
+    return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, adapter_bytes, adapter_bytes)
+
+
+def memory_estimate(scenario: Scenario, arch: Architecture) -> MemoryEstimate:
+    t, lora = scenario.training, scenario.model.lora
+    return lora_training_memory_bytes(arch, lora.r, lora.target_modules, t.batch_size, t.seq_len,
+                                      scenario.model.weight_dtype)
+
+
+def build_fleet(scenario: Scenario, num_data_clients: int) -> Fleet:
+    net = scenario.network
+    return sample_fleet(
+        scenario.seed,
+        scenario.fleet.size,
+        {m.name: m.fraction for m in scenario.fleet.classes},
+        overrides={m.name: m.overrides for m in scenario.fleet.classes},
+        cells=net.cells,
+        layout=net.layout,
+        inter_site_m=net.inter_site_m,
+        cell_radius_m=net.cell_radius_m,
+        shadowing_sigma_db=net.shadowing_sigma(),
+        initial_charge=scenario.fleet.initial_charge,
+        num_data_clients=num_data_clients,
+    )
+
+
+def round_rules(scenario: Scenario) -> RoundRules:
+    r, f = scenario.run, scenario.fleet
+    return RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.policy, r.min_reports,
+                      r.eval_every, scenario.training.local_steps, f.min_charge, f.cutoff_charge,
+                      f.only_while_charging)
+
+
+def radio(scenario: Scenario) -> Radio:
+    n = scenario.network
+    return Radio(n.path_loss, n.carrier_ghz, n.uplink_mhz * 1e6, n.downlink_mhz * 1e6, n.bs_power_dbm,
+                 n.noise_figure_db, n.sharing, n.fading, n.rician_k_db, n.outage_snr_db, n.backhaul_mbps * 1e6,
+                 n.backhaul_latency_ms / 1e3)
+
+
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
     wall_start = time.time()
+    training = scenario.run.mode == "train"
     tokenizer = load_tokenizer(scenario.model.path)
     data = prepare_data(scenario, tokenizer)
     t = scenario.training
     lora, settings = lora_spec(scenario), train_settings(scenario)
     strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
+    arch = target_architecture(scenario)
+    cost = session_cost(scenario, arch)
+    memory = memory_estimate(scenario, arch)
 
-    # The server's copy of the model: the initial global adapter, the FLOP count, and the final save.
-    base = load_base_model(scenario.model.path)
-    flops_per_token = training_flops_per_token(base)
-    server_model = wrap_with_lora(base, lora, scenario.seed)
-    adapter = get_flat(server_model)
+    fleet = build_fleet(scenario, len(data.client_ids))
+    eligible = np.ones(len(fleet), bool)
+    if scenario.model.memory_policy == "exclude":
+        eligible = fleet.memory_gb * 1e9 >= memory.total_bytes
+        if not eligible.any():
+            raise ScenarioError(
+                f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
+                f"device has (largest: {fleet.memory_gb.max():.1f} GB); lower training.batch_size or "
+                "training.seq_len, quantise (model.weight_dtype) or add larger devices"
+            )
 
-    net = scenario.network
-    fleet = sample_fleet(
-        scenario.seed,
-        scenario.fleet.size,
-        {m.name: m.fraction for m in scenario.fleet.classes},
-        cells=net.cells,
-        cell_radius_m=net.cell_radius_m,
-        shadowing_sigma_db=net.shadowing_db,
-        initial_charge=scenario.fleet.initial_charge,
-        num_data_clients=len(data.client_ids),
-    )
+    # The server's copy of the model: the initial global adapter and the final save.
+    server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed) if training else None
+    adapter = get_flat(server_model) if training else torch.zeros(0)
 
     run_dir = new_run_dir(scenario, options)
     recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
-    r = scenario.run
-    rules = RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.min_reports, r.eval_every,
-                       t.local_steps, scenario.fleet.min_charge)
-    radio = Radio(net.path_loss, net.carrier_ghz, net.uplink_mhz * 1e6, net.downlink_mhz * 1e6, net.bs_power_dbm,
-                  net.noise_figure_db)
-    rt = scenario.runtime
-    with (
-        ray_session(rt.address, rt.workers * rt.threads_per_worker),
-        WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora, settings,
-                   data.train, eval_windows(data, scenario.data.eval_windows, t.seq_len, scenario.seed)) as pool,
-        tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress) as bar,
-    ):
+    r, rt = scenario.run, scenario.runtime
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress)
+        )
+        pool = None
+        if training:
+            stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker))
+            pool = stack.enter_context(
+                WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora,
+                           settings, data.train, eval_windows(data, scenario.data.eval_windows, t.seq_len,
+                                                              scenario.seed))
+            )
+            pool.wait_ready()
 
         def progress(row: dict) -> None:
             if options.on_round is not None:
@@ -161,51 +222,60 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
                             loss="-" if np.isnan(loss) else f"{loss:.3f}")
 
-        pool.wait_ready()
         final = Emulator(
             seed=scenario.seed,
             fleet=fleet,
             num_samples=data.num_samples,
-            rules=rules,
-            radio=radio,
-            flops_per_session=flops_per_token * t.local_steps * t.batch_size * t.seq_len,
+            rules=round_rules(scenario),
+            radio=radio(scenario),
+            cost=cost,
+            selector=build_selector(r.selection.name, **r.selection.params()),
             adapter=adapter,
             strategy=strategy,
             host=pool,
             sink=recorder,
+            eligible=eligible,
             on_progress=progress,
         ).run()
 
-    set_flat(server_model, final)
-    server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    recorder.close(summarise(scenario, recorder, data, adapter, wall_start))
+    if training:
+        set_flat(server_model, final)
+        server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    recorder.close(summarise(scenario, recorder, data, fleet, eligible, arch, cost, memory, wall_start))
     if scenario.output.report:
         write_report(run_dir)
     return run_dir
 
 
-def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, adapter: torch.Tensor,
-              wall_start: float) -> dict:
+def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fleet: Fleet, eligible: np.ndarray,
+              arch: Architecture, cost: SessionCost, memory: MemoryEstimate, wall_start: float) -> dict:
     rounds = recorder.rounds_rows
-    sessions = recorder.session_rows
+    sessions = recorder.sessions_frame()
     losses = [row["eval_loss"] for row in rounds if not np.isnan(row["eval_loss"])]
     done = [row for row in rounds if row["round"] > 0]
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
+        "mode": scenario.run.mode,
         "rounds": len(done),
         "versions": rounds[-1]["version"],
         "simulated_time_s": rounds[-1]["t_end"],
-        "base_eval_loss": losses[0],
-        "final_eval_loss": losses[-1],
-        "completion_rate": sum(s["outcome"] == "completed" for s in sessions) / max(1, len(sessions)),
+        "base_eval_loss": losses[0] if losses else None,
+        "final_eval_loss": losses[-1] if losses else None,
+        "sessions": len(sessions),
+        "completion_rate": float((sessions["outcome"] == "completed").mean()) if len(sessions) else 0.0,
         "mean_round_s": float(np.mean([row["duration_s"] for row in done])) if done else 0.0,
         "bytes_up": int(sum(row["bytes_up"] for row in rounds)),
         "bytes_down": int(sum(row["bytes_down"] for row in rounds)),
         "energy_j": float(sum(row["energy_j"] for row in rounds)),
-        "fleet_size": scenario.fleet.size,
+        "fleet_size": len(fleet),
+        "eligible_devices": int(eligible.sum()),
         "data_clients": len(data.client_ids),
-        "adapter_params": int(adapter.numel()),
         "trained_model": scenario.model.path,
+        "emulated_model": arch.name,
+        "emulated_params": arch.params,
+        "adapter_params": cost.bytes_up // 4,
+        "flops_per_session": cost.flops,
+        "training_memory_gb": memory.total_bytes / 1e9,
         "wall_s": time.time() - wall_start,
     }

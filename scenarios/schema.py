@@ -12,7 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aggregation.registry import strategy_names, strategy_parameters
-from fleet.devices import CATALOG
+from fleet.architectures import get_architecture
+from fleet.availability import build_availability
+from fleet.devices import CATALOG, device_class
+from fleet.selection import build_selector
+from network_models import FADING_MODELS, PATH_LOSS_MODELS, SHADOWING_SIGMA_DB
 
 
 class Section(BaseModel):
@@ -22,6 +26,10 @@ class Section(BaseModel):
 class DeviceMix(Section):
     name: str = Field(description="device class from the catalog in fleet/devices.py")
     fraction: float = Field(gt=0, le=1, description="share of the fleet; fractions are normalised to sum 1")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="class parameters to replace, e.g. {peak_tflops: [1, 2], failures_per_hour: 0.5}",
+    )
 
     @field_validator("name")
     @classmethod
@@ -29,6 +37,15 @@ class DeviceMix(Section):
         if v not in CATALOG:
             raise ValueError(f"unknown device class {v!r}; known: {', '.join(CATALOG)}")
         return v
+
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> "DeviceMix":
+        try:
+            spec = device_class(self.name, self.overrides)
+            build_availability(spec.availability, seed=0, n_devices=1)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"overrides of {self.name}: {err}") from None
+        return self
 
 
 class FleetSection(Section):
@@ -46,8 +63,12 @@ class FleetSection(Section):
         (0.3, 1.0), description="range of battery charge at start, as fractions of capacity"
     )
     min_charge: float = Field(
-        0.2, ge=0, le=1, description="devices below this charge fraction do not participate (battery saver)"
+        0.3, ge=0, le=1, description="devices below this charge fraction are not invited (battery saver)"
     )
+    cutoff_charge: float = Field(
+        0.1, ge=0, le=1, description="a session stops when the battery falls to this fraction of capacity"
+    )
+    only_while_charging: bool = Field(False, description="invite battery devices only while they are plugged in")
 
     @field_validator("classes")
     @classmethod
@@ -66,15 +87,30 @@ class FleetSection(Section):
 
 
 class NetworkSection(Section):
-    cells: int = Field(10, ge=1, description="radio cells; devices are spread evenly over them")
-    cell_radius_m: float = Field(500.0, ge=50, le=20_000, description="devices lie in a disc of this radius")
+    cells: int = Field(10, ge=1, description="radio cells (base stations)")
+    layout: Literal["hex", "grid"] = Field("hex", description="how the sites are laid out")
+    inter_site_m: float = Field(500.0, gt=0, description="distance between neighbouring sites (urban macro: 500 m)")
+    cell_radius_m: float = Field(300.0, ge=50, le=20_000, description="devices lie in a disc of this radius")
     carrier_ghz: float = Field(3.5, gt=0.4, le=100, description="carrier frequency (5G mid band)")
-    path_loss: Literal["uma_nlos", "uma_los"] = Field("uma_nlos", description="3GPP TR 38.901 urban macro")
-    shadowing_db: float = Field(6.0, ge=0, description="log-normal shadowing sigma (UMa NLOS: 6 dB)")
+    path_loss: Literal[PATH_LOSS_MODELS] = Field("uma_nlos", description="path loss model (3GPP TR 38.901 ...)")
+    shadowing_db: float | None = Field(
+        None, ge=0, description="log-normal shadowing sigma; None: the path loss model's own (UMa NLOS: 6 dB)"
+    )
+    fading: Literal[FADING_MODELS] = Field("rayleigh", description="block fading, drawn per transfer")
+    rician_k_db: float = Field(9.0, description="Rician K-factor when fading is 'rician'")
+    sharing: Literal["ofdma", "tdma"] = Field("ofdma", description="how concurrent transfers in a cell share it")
     uplink_mhz: float = Field(20.0, gt=0, description="uplink band of one cell, shared by its uploaders")
     downlink_mhz: float = Field(20.0, gt=0, description="downlink band of one cell, shared by its downloaders")
     bs_power_dbm: float = Field(46.0, description="base station transmit power (macro cell)")
     noise_figure_db: float = Field(7.0, ge=0, description="receiver noise figure (5-9 dB typical)")
+    outage_snr_db: float = Field(
+        -10.0, description="a transfer whose SNR over the whole band is below this cannot start (link outage)"
+    )
+    backhaul_mbps: float = Field(1000.0, gt=0, description="cell-to-server backhaul rate")
+    backhaul_latency_ms: float = Field(5.0, ge=0, description="cell-to-server one-way latency")
+
+    def shadowing_sigma(self) -> float:
+        return SHADOWING_SIGMA_DB[self.path_loss] if self.shadowing_db is None else self.shadowing_db
 
 
 class LoraSection(Section):
@@ -95,6 +131,22 @@ class ModelSection(Section):
         "or a hub id",
     )
     lora: LoraSection = Field(default_factory=LoraSection)
+    emulate: str | None = Field(
+        None,
+        description="architecture whose timing, memory and bytes the clock uses (fleet/architectures.py: "
+        "smollm2-135m, qwen2.5-0.5b, llama-3.2-1b); None: the trained model itself",
+    )
+    weight_dtype: Literal["bf16", "int8", "nf4"] = Field("bf16", description="frozen base weights on the device")
+    memory_policy: Literal["exclude", "ignore"] = Field(
+        "exclude", description="devices whose memory cannot hold LoRA training are never invited, or ignored"
+    )
+
+    @field_validator("emulate")
+    @classmethod
+    def _known_architecture(cls, v: str | None) -> str | None:
+        if v is not None:
+            get_architecture(v)
+        return v
 
 
 class DataSection(Section):
@@ -143,12 +195,38 @@ class StrategySection(BaseModel):
         return dict(self.model_extra or {})
 
 
+class SelectionSection(BaseModel):
+    """`name` picks a policy from fleet/selection.py; every other key is one of its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["uniform", "resource", "oort"] = Field("uniform", description="how invitees are chosen")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _builds(self) -> "SelectionSection":
+        try:
+            build_selector(self.name, **self.params())
+        except TypeError as err:
+            raise ValueError(f"selection {self.name!r}: {err}") from None
+        return self
+
+
 class RunSection(Section):
+    mode: Literal["train", "systems"] = Field(
+        "train", description="train: real LoRA training; systems: timing, bytes and energy only (no training)"
+    )
     rounds: int = Field(25, ge=1, description="server versions to produce")
     clients_per_round: int = Field(10, ge=1, description="K, the reports a synchronous round waits for")
     over_selection: float = Field(
         1.3, ge=1, le=5, description="select this multiple of K and keep the first K (Bonawitz et al. 2019)"
     )
+    policy: Literal["deadline", "k_fastest"] = Field(
+        "deadline",
+        description="deadline: the first K reports before the deadline; k_fastest (FedScale): the first K, no deadline",
+    )
+    selection: SelectionSection = Field(default_factory=SelectionSection)
     deadline_s: float = Field(60.0, gt=0, description="a round closes at this simulated time after it opens")
     min_reports: int = Field(1, ge=1, description="fewer reports than this by the deadline abandon the round")
     eval_every: int = Field(1, ge=1, description="measure held-out loss every this many server versions")

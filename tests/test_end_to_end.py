@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fleet.emulator import OUTCOMES
 from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
 
@@ -39,7 +40,7 @@ def test_loss_goes_down_and_folder_is_complete(two_worker_run):
     assert (rounds["completed"].iloc[1:] >= 1).all()
     clients = pd.read_parquet(run / "clients.parquet")
     assert len(clients) == rounds["selected"].sum()
-    assert set(clients["outcome"]) <= {"completed", "offline", "missed_deadline", "surplus"}
+    assert set(clients["outcome"]) <= set(OUTCOMES)
     completed = clients[clients["outcome"] == "completed"]
     assert (completed["bytes_up"] > 0).all() and (completed["t_end"] > completed["t_start"]).all()
     summary = json.loads((run / "summary.json").read_text())
@@ -79,7 +80,7 @@ def test_report_has_every_figure_with_data(two_worker_run):
     from analysis.report import write_report
 
     page = write_report(two_worker_run).read_text()
-    assert page.count('class="plotly-graph-div"') == 4
+    assert page.count('class="plotly-graph-div"') == 7
     assert "Held-out loss against simulated time" in page and "cumulative uplink bytes" in page
     assert "held-out loss at the end" in page
 

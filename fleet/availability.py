@@ -1,0 +1,595 @@
+"""Availability: when each device is online and idle, able to join a round, and for how much longer.
+
+Scenario: phones train only while idle, plugged in and on Wi-Fi, mostly at night in their owners' time zones;
+gateways come and go with their links; a recorded fleet replays its own trace. The emulator asks two
+questions at a simulated instant t about an array of device indices: which are available now
+(`available`), and for how many more seconds each stays so (`offline_after`, the hazard that ends a
+session when the device leaves). Battery devices also ask whether they are charging (`charging`).
+
+Every model is deterministic in (seed, device index): per-device draws come from named streams
+(fleet.rng.stream), never from a shared generator, so the answer for a device does not depend on which other
+devices were asked about, in which order, or at which times.
+
+Units: t is simulated seconds since the run started, at midnight of the reference time zone (t = 0);
+durations are seconds; clock times and time-zone offsets are hours.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fleet.rng import stream
+
+HOUR = 3600.0  # s
+DAY = 24.0  # h
+
+
+class Availability(Protocol):
+    def available(self, t: float, devices: np.ndarray) -> np.ndarray:
+        """(n,) bool: online and idle at t."""
+
+    def offline_after(self, t: float, devices: np.ndarray) -> np.ndarray:
+        """(n,) float seconds from t until the device next becomes unavailable; 0 where it is unavailable now,
+        inf where it never leaves."""
+
+    def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
+        """(n,) bool: plugged in at t, so a battery device gains charge instead of losing it."""
+
+
+def _query(t: float, devices: np.ndarray) -> tuple[float, np.ndarray]:
+    t = float(t)
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"t must be finite simulated seconds >= 0, got {t}")
+    return t, _indices(devices)
+
+
+def _indices(devices: np.ndarray) -> np.ndarray:
+    d = np.asarray(devices)
+    if d.ndim != 1 or (d.size and d.dtype.kind not in "iu"):
+        raise ValueError(f"devices must be a 1-D array of integer indices, got shape {d.shape} {d.dtype}")
+    d = d.astype(np.int64, copy=False)
+    if d.size and d.min() < 0:  # numpy would wrap a negative index round to the end of a table
+        raise ValueError(f"device indices must be >= 0, got {d.min()}")
+    return d
+
+
+class _PerDeviceUniforms:
+    """u[d, :] for device d, from one stream, drawn for the first devices and extended when a larger index
+    is asked for. Generator.random fills row by row, one 64-bit draw per value, so a longer draw starts with
+    the shorter one: a device's values do not depend on how many were drawn."""
+
+    def __init__(self, seed: int, purpose: str, columns: int) -> None:
+        self._seed, self._purpose, self._columns = seed, purpose, columns
+        self._u = np.empty((0, columns))
+
+    def reserve(self, n: int) -> None:
+        if n > len(self._u):
+            size = max(n, 2 * len(self._u))  # doubling keeps repeated extension linear overall
+            self._u = stream(self._seed, self._purpose).random((size, self._columns))
+
+    def __call__(self, devices: np.ndarray) -> np.ndarray:
+        if devices.size:
+            self.reserve(int(devices.max()) + 1)
+        return self._u[devices]
+
+
+@dataclass(frozen=True)
+class AlwaysOn:
+    """Every device is always available and never charging (mains-powered or on its own battery)."""
+
+    def available(self, t: float, devices: np.ndarray) -> np.ndarray:
+        _, d = _query(t, devices)
+        return np.ones(d.shape, dtype=bool)
+
+    def offline_after(self, t: float, devices: np.ndarray) -> np.ndarray:
+        _, d = _query(t, devices)
+        return np.full(d.shape, np.inf)
+
+    def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
+        _, d = _query(t, devices)
+        return np.zeros(d.shape, dtype=bool)
+
+
+@dataclass(frozen=True)
+class Diurnal:
+    """Available only inside a nightly charging window, in each device's local time.
+
+    Each device gets its own window start, window_start_h plus a uniform jitter in [-jitter_h, +jitter_h],
+    and a time zone drawn uniformly from timezone_offsets_h (list a zone twice to weight it). Both draws are
+    made once, from the stream (seed, "diurnal"). Local clock = t / 3600 + offset, in hours. The window is
+    half-open: [start, start + window_hours). The device is plugged in exactly while it is available.
+    """
+
+    window_start_h: float = 22.0  # local clock time at which phones are typically put on charge
+    window_hours: float = 9.0  # 22:00 to 07:00
+    jitter_h: float = 1.0  # half-width of the spread of window starts across owners
+    timezone_offsets_h: tuple[float, ...] = (0.0,)  # hours ahead of the reference zone
+    seed: int = 0
+    _draws: _PerDeviceUniforms = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        offsets = tuple(float(x) for x in np.atleast_1d(np.asarray(self.timezone_offsets_h, dtype=float)))
+        if not offsets or not all(math.isfinite(x) for x in offsets):
+            raise ValueError(f"timezone_offsets_h must list at least one finite offset, got {offsets}")
+        if not 0.0 < self.window_hours <= DAY:
+            raise ValueError(f"window_hours must be in (0, 24], got {self.window_hours}")
+        if not 0.0 <= self.jitter_h <= DAY / 2:
+            raise ValueError(f"jitter_h must be in [0, 12], got {self.jitter_h}")
+        if not math.isfinite(self.window_start_h):
+            raise ValueError(f"window_start_h must be finite, got {self.window_start_h}")
+        object.__setattr__(self, "timezone_offsets_h", offsets)
+        # Column 0 places the window start, column 1 picks the time zone.
+        object.__setattr__(self, "_draws", _PerDeviceUniforms(self.seed, "diurnal", 2))
+
+    def window_start_local_h(self, devices: np.ndarray) -> np.ndarray:
+        """(n,) each device's window start, local clock hours in [0, 24)."""
+        u = self._draws(_indices(devices))[:, 0]
+        return np.mod(self.window_start_h + self.jitter_h * (2.0 * u - 1.0), DAY)
+
+    def timezone_h(self, devices: np.ndarray) -> np.ndarray:
+        """(n,) each device's offset from the reference zone, hours."""
+        u = self._draws(_indices(devices))[:, 1]
+        zones = np.asarray(self.timezone_offsets_h)
+        return zones[np.minimum((u * len(zones)).astype(np.int64), len(zones) - 1)]
+
+    def _hours_into_window(self, t: float, devices: np.ndarray) -> np.ndarray:
+        local_h = t / HOUR + self.timezone_h(devices)
+        return np.mod(local_h - self.window_start_local_h(devices), DAY)
+
+    def available(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        return self._hours_into_window(t, d) < self.window_hours
+
+    def offline_after(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        if self.window_hours >= DAY:
+            return np.full(d.shape, np.inf)
+        into = self._hours_into_window(t, d)
+        return np.where(into < self.window_hours, (self.window_hours - into) * HOUR, 0.0)
+
+    def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
+        return self.available(t, devices)
+
+    def _reserve(self, n_devices: int) -> None:
+        self._draws.reserve(n_devices)
+
+
+# Segments per cached window. Even, so that every window starts in the device's first state; 32 segments
+# cover about a day at typical means, and 100,000 cached devices cost 26 MB.
+_CHUNK = 32
+
+
+class _MarkovSegments:
+    """For each device asked about so far, the window of _CHUNK on/off segments around the last queried time.
+
+    Device d's segment lengths are the successive exponential draws of its stream (seed, "markov", d), and
+    switch times are their running sums, added one by one. Drawing more values, or summing further, never
+    changes earlier ones, so the window around any t is rebuilt bit for bit by replaying the stream from its
+    start: a query outside the cached window does exactly that, backwards or forwards in time. Replaying
+    costs one stream plus a vectorised draw per device, and memory is one window per device, whatever the
+    simulated horizon.
+    """
+
+    def __init__(self, seed: int, mean_on_s: float, mean_off_s: float) -> None:
+        self._seed = seed
+        self._p_on = mean_on_s / (mean_on_s + mean_off_s)
+        self._cycle_s = mean_on_s + mean_off_s
+        self._mean_on_s, self._mean_off_s = mean_on_s, mean_off_s
+        self._pattern = np.empty(0)
+        self._row = np.full(0, -1, dtype=np.int64)  # device index -> row of the tables below, -1 if none yet
+        self._first_on = np.empty(0, dtype=bool)
+        self._edges = np.empty((0, _CHUNK + 1))  # absolute switch times; [:, 0] is the window's start
+        self._rows = 0
+
+    def _lengths(self, first_on: bool, n: int) -> np.ndarray:
+        """Mean length of each of the first n segments: on, off, on, ... or off, on, off, ..."""
+        if n >= len(self._pattern):  # the off-first pattern is the on-first one shifted by one
+            self._pattern = np.resize([self._mean_on_s, self._mean_off_s], 2 * n)
+        return self._pattern[0 if first_on else 1 :][:n]
+
+    def _draw(self, row: int, device: int, t: float) -> None:
+        """Replay the device's stream up to the window holding t and cache that window in `row`."""
+        rng = stream(self._seed, "markov", device)
+        # Stationary start: on with probability p_on; by memorylessness the first segment's remaining length
+        # has the same exponential law as a whole one.
+        first_on = bool(rng.random() < self._p_on)
+        # Enough segments to pass t on average and a window more; if still short, draw more in stream order.
+        n = _CHUNK * (int(2.5 * t / self._cycle_s) // _CHUNK + 2)
+        lengths = rng.standard_exponential(n) * self._lengths(first_on, n)
+        switches = np.cumsum(lengths)
+        while switches[-1] <= t:
+            more = rng.standard_exponential(n) * self._lengths(first_on, n)  # n is even: same phase
+            lengths = np.concatenate([lengths, more])
+            switches = np.cumsum(lengths)  # summed again from 0, so every switch time is added the same way
+            n *= 2
+        k = int(switches.searchsorted(t, side="right")) // _CHUNK  # the window holding t
+        self._first_on[row] = first_on
+        self._edges[row, 0] = switches[k * _CHUNK - 1] if k else 0.0
+        self._edges[row, 1:] = switches[k * _CHUNK : (k + 1) * _CHUNK]
+
+    def _grow(self, devices: np.ndarray) -> None:
+        if devices.size and devices.max() >= len(self._row):
+            grown = np.full(max(int(devices.max()) + 1, 2 * len(self._row)), -1, dtype=np.int64)
+            grown[: len(self._row)] = self._row
+            self._row = grown
+        new = np.unique(devices[self._row[devices] < 0])
+        need = self._rows + len(new)
+        if need > len(self._first_on):
+            size = max(need, 2 * len(self._first_on))
+            self._first_on = np.resize(self._first_on, size)
+            edges = np.full((size, _CHUNK + 1), np.nan)  # nan: no window yet, so every query redraws
+            edges[: self._rows] = self._edges[: self._rows]
+            self._edges = edges
+        self._row[new] = np.arange(self._rows, need)
+        self._rows = need
+
+    def at(self, t: float, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(on, seconds until the current segment ends) for each device at t."""
+        self._grow(devices)
+        rows = self._row[devices]
+        edges = self._edges[rows]
+        outside = ~((edges[:, 0] <= t) & (t < edges[:, -1]))
+        for i in np.flatnonzero(outside).tolist():
+            row = int(rows[i])
+            if not self._edges[row, 0] <= t < self._edges[row, -1]:  # a repeated device is redrawn once
+                self._draw(row, int(devices[i]), t)
+            edges[i] = self._edges[row]
+        # Segment j covers [edges[j], edges[j + 1]); t lies inside the window, so 0 <= j < _CHUNK.
+        j = (edges[:, 1:] <= t).sum(axis=1)
+        on = self._first_on[rows] ^ (j % 2 == 1)
+        return on, edges[np.arange(len(rows)), j + 1] - t
+
+
+@dataclass(frozen=True)
+class MarkovOnOff:
+    """Each device flips between on and off, staying an exponential time in each state (a two-state
+    continuous-time Markov chain), independently of every other device.
+
+    The chain starts stationary: on with probability mean_on_s / (mean_on_s + mean_off_s), the long-run
+    fraction of time on. Segments are generated lazily per queried device (see _MarkovSegments), so asking
+    about the few hundred selected devices per round costs little, and queries may go back in time.
+    """
+
+    mean_on_s: float
+    mean_off_s: float
+    seed: int = 0
+    _segments: _MarkovSegments = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("mean_on_s", "mean_off_s"):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (ok and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
+        object.__setattr__(self, "_segments", _MarkovSegments(self.seed, self.mean_on_s, self.mean_off_s))
+
+    @property
+    def on_fraction(self) -> float:
+        return self.mean_on_s / (self.mean_on_s + self.mean_off_s)
+
+    def available(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        return self._segments.at(t, d)[0]
+
+    def offline_after(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        on, remaining = self._segments.at(t, d)
+        return np.where(on, remaining, 0.0)
+
+    def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
+        _, d = _query(t, devices)
+        return np.zeros(d.shape, dtype=bool)  # the chain says nothing about power
+
+
+@dataclass(frozen=True, eq=False)
+class BehaveTrace:
+    """Availability intervals of recorded clients, validated and flattened for vectorised lookup.
+
+    Client c owns intervals first[c] .. first[c + 1] - 1 of starts/ends, sorted, disjoint, and merged where
+    one ends as the next begins; all lie within [0, finish_time_s[c]], and the trace repeats with that period.
+    """
+
+    source: str  # the file it came from, for messages
+    client_ids: tuple[str, ...]
+    finish_time_s: np.ndarray  # (C,) period of each client's trace
+    first: np.ndarray  # (C + 1,) offsets into starts and ends
+    starts: np.ndarray  # (M,) s
+    ends: np.ndarray  # (M,) s
+    _keys: np.ndarray = field(init=False, repr=False)
+    _owner: np.ndarray = field(init=False, repr=False)
+    _wrap_s: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        counts = np.diff(self.first)
+        owner = np.repeat(np.arange(len(self.client_ids)), counts)
+        # Complex numbers sort by real part, then imaginary part, so (client + i * start) lets one
+        # searchsorted over all clients find, for each device, the last interval of its own client that
+        # starts before its phase, exactly; adding client * period to times would round them.
+        object.__setattr__(self, "_keys", owner + 1j * self.starts)
+        object.__setattr__(self, "_owner", owner)
+        # A client whose last interval reaches the end of the period and whose first starts at 0 stays
+        # available across the wrap: a session in the last interval continues into the first one.
+        wrap = np.zeros(len(self.client_ids))
+        has = counts > 0
+        last = self.first[1:] - 1
+        lo, hi = self.first[:-1][has], last[has]
+        wraps = (self.starts[lo] <= 0.0) & (self.ends[hi] >= self.finish_time_s[has])
+        wrap[np.flatnonzero(has)[wraps]] = np.where(lo[wraps] == hi[wraps], np.inf, self.ends[lo[wraps]])
+        object.__setattr__(self, "_wrap_s", wrap)
+
+    def __len__(self) -> int:
+        return len(self.client_ids)
+
+    def lookup(self, t: float, clients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(available, seconds until unavailable; 0 where unavailable) for trace clients at t."""
+        if not self.ends.size:  # no client is ever available
+            return np.zeros(len(clients), dtype=bool), np.zeros(len(clients))
+        phase = np.mod(t, self.finish_time_s[clients])
+        j = np.searchsorted(self._keys, clients + 1j * phase, side="right") - 1
+        jj = np.maximum(j, 0)
+        inside = (j >= 0) & (self._owner[jj] == clients) & (phase <= self.ends[jj])
+        remaining = np.where(inside, self.ends[jj] - phase, 0.0)
+        last = inside & (jj == self.first[clients + 1] - 1)
+        remaining[last] += self._wrap_s[clients[last]]
+        return inside, remaining
+
+
+@dataclass(frozen=True, eq=False)
+class TraceAvailability:
+    """Replay of a FedScale-style client_behave_trace (REFERENCE.md section 7): a device is available while
+    active[i] <= t mod finish_time <= inactive[i] for its trace client. In the source data "available" means
+    charging, so charging is the same answer.
+
+    Devices are dealt onto trace clients in a seeded order, stream (seed, "trace"): device d replays client
+    perm[d mod C], so with more devices than clients the clients repeat, each used as evenly as possible.
+    """
+
+    trace: BehaveTrace
+    seed: int = 0
+    _perm: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not len(self.trace):
+            raise ValueError(f"{self.trace.source}: the trace has no clients")
+        object.__setattr__(self, "_perm", stream(self.seed, "trace").permutation(len(self.trace)))
+
+    def client_of(self, devices: np.ndarray) -> np.ndarray:
+        """(n,) index of the trace client each device replays."""
+        return self._perm[_indices(devices) % len(self.trace)]
+
+    def available(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        return self.trace.lookup(t, self.client_of(d))[0]
+
+    def offline_after(self, t: float, devices: np.ndarray) -> np.ndarray:
+        t, d = _query(t, devices)
+        return self.trace.lookup(t, self.client_of(d))[1]
+
+    def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
+        return self.available(t, devices)
+
+
+# ----- Loading a behave trace. FedScale ships pickles; they are converted once, outside fedfleet, to JSON or
+# ----- CSV, because unpickling a downloaded file runs whatever code it carries.
+
+CSV_COLUMNS = ("client_id", "active_s", "inactive_s", "finish_time_s")
+_JSON_KEYS = {"active", "inactive", "finish_time", "duration", "model"}  # duration, model: kept by FedScale
+
+
+@dataclass
+class _RawClient:
+    client_id: str
+    where: str  # record or line that introduced it, for messages
+    finish_time_s: float
+    intervals: list[tuple[float, float, str]]  # (active, inactive, where)
+
+
+def _number(path: Path, where: str, name: str, value: Any) -> float:
+    # bool is an int in Python, and JSON's true would otherwise read as 1 s.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{path}: {where}: {name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{path}: {where}: {name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _json_clients(path: Path, text: str) -> list[_RawClient]:
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if isinstance(data, dict):
+        records = [(str(key), f"client {key!r}", record, False) for key, record in data.items()]
+    elif isinstance(data, list):
+        records = [
+            (str(r.get("client_id", i)) if isinstance(r, dict) else str(i), f"record {i}", r, True)
+            for i, r in enumerate(data)
+        ]
+    else:
+        raise ValueError(f"{path}: expected a JSON object keyed by client id or a list of client records")
+    clients = []
+    for client_id, where, record, listed in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: {where}: expected an object with active, inactive, finish_time")
+        allowed = _JSON_KEYS | ({"client_id"} if listed else set())
+        unknown = sorted(set(record) - allowed)
+        if unknown:
+            raise ValueError(f"{path}: {where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        missing = [k for k in ("active", "inactive", "finish_time") if k not in record]
+        if missing:
+            raise ValueError(f"{path}: {where}: missing {', '.join(missing)}")
+        active, inactive = record["active"], record["inactive"]
+        if not isinstance(active, list) or not isinstance(inactive, list):
+            raise ValueError(f"{path}: {where}: active and inactive must be lists of seconds")
+        if len(active) != len(inactive):
+            raise ValueError(
+                f"{path}: {where}: {len(active)} active times but {len(inactive)} inactive times"
+            )
+        if "duration" in record:
+            _number(path, where, "duration", record["duration"])
+        intervals = [
+            (
+                _number(path, where, f"active[{i}]", a),
+                _number(path, where, f"inactive[{i}]", b),
+                f"{where} interval {i}",
+            )
+            for i, (a, b) in enumerate(zip(active, inactive))
+        ]
+        finish = _number(path, where, "finish_time", record["finish_time"])
+        clients.append(_RawClient(client_id, where, finish, intervals))
+    return clients
+
+
+def _csv_clients(path: Path, text: str) -> list[_RawClient]:
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    names = [h.strip() for h in header] if header else []
+    if sorted(names) != sorted(CSV_COLUMNS):
+        raise ValueError(f"{path}: line 1: expected the header {','.join(CSV_COLUMNS)}, got {','.join(names)!r}")
+    col = {name: names.index(name) for name in CSV_COLUMNS}
+    clients: dict[str, _RawClient] = {}
+    for row in reader:
+        where = f"line {reader.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            raise ValueError(f"{path}: {where}: expected {len(names)} fields, got {len(row)}")
+        values = {}
+        for name in CSV_COLUMNS[1:]:
+            cell = row[col[name]].strip()
+            try:
+                number = float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: {where}: {name} {cell!r} is not a number") from None
+            values[name] = _number(path, where, name, number)
+        client_id = row[col["client_id"]].strip()
+        if not client_id:
+            raise ValueError(f"{path}: {where}: empty client_id")
+        client = clients.setdefault(client_id, _RawClient(client_id, where, values["finish_time_s"], []))
+        if values["finish_time_s"] != client.finish_time_s:
+            raise ValueError(
+                f"{path}: {where}: finish_time_s {values['finish_time_s']:g} for client {client_id!r} differs "
+                f"from {client.finish_time_s:g} given on {client.where}"
+            )
+        client.intervals.append((values["active_s"], values["inactive_s"], where))
+    return list(clients.values())
+
+
+def _build_trace(path: Path, clients: list[_RawClient]) -> BehaveTrace:
+    if not clients:
+        raise ValueError(f"{path}: no clients")
+    ids = [c.client_id for c in clients]
+    seen: set[str] = set()
+    for client in clients:
+        if client.client_id in seen:
+            raise ValueError(f"{path}: {client.where}: client id {client.client_id!r} appears twice")
+        seen.add(client.client_id)
+    first, starts, ends = [0], [], []
+    for client in clients:
+        if client.finish_time_s <= 0:
+            raise ValueError(f"{path}: {client.where}: finish_time must be > 0")
+        merged: list[list[float]] = []
+        previous = None
+        for a, b, where in sorted(client.intervals):
+            if a > b:
+                raise ValueError(f"{path}: {where}: active {a:g} is after inactive {b:g}")
+            if b > client.finish_time_s:
+                # Never reached by t mod finish_time; most likely times in a different unit (ms).
+                raise ValueError(
+                    f"{path}: {where}: inactive {b:g} is past finish_time {client.finish_time_s:g}"
+                )
+            if merged and a < merged[-1][1]:
+                raise ValueError(
+                    f"{path}: {where}: interval [{a:g}, {b:g}] overlaps [{merged[-1][0]:g}, {merged[-1][1]:g}] "
+                    f"from {previous}"
+                )
+            if merged and a == merged[-1][1]:
+                merged[-1][1] = b  # back-to-back intervals: the device never leaves in between
+            else:
+                merged.append([a, b])
+            previous = where
+        starts += [m[0] for m in merged]
+        ends += [m[1] for m in merged]
+        first.append(len(starts))
+    return BehaveTrace(
+        source=str(path),
+        client_ids=tuple(ids),
+        finish_time_s=np.array([c.finish_time_s for c in clients]),
+        first=np.array(first, dtype=np.int64),
+        starts=np.array(starts, dtype=float),
+        ends=np.array(ends, dtype=float),
+    )
+
+
+def load_behave_trace(path: str | Path) -> BehaveTrace:
+    """Read a behave trace converted to JSON (an object keyed by client id, or a list of records, each with
+    active, inactive, finish_time and optionally duration, model) or CSV (header client_id, active_s,
+    inactive_s, finish_time_s; one row per active interval). Times are seconds. Raises ValueError naming the
+    file, the record or line, and the reason."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise ValueError(f"{path}: expected a .json or .csv behave trace, got {suffix or 'no extension'!r}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read: {e}") from None
+    clients = _json_clients(path, text) if suffix == ".json" else _csv_clients(path, text)
+    return _build_trace(path, clients)
+
+
+# ----- Building a model from a scenario's availability spec.
+
+_KINDS: dict[str, type] = {"always_on": AlwaysOn, "diurnal": Diurnal, "markov": MarkovOnOff}
+
+
+def build_availability(spec: Mapping[str, Any], seed: int, n_devices: int) -> Availability:
+    """A model from e.g. {"kind": "markov", "mean_on_s": 3600, "mean_off_s": 1800}. Kinds: always_on,
+    diurnal (the Diurnal fields), markov (mean_on_s, mean_off_s), trace (path). The seed comes from the
+    scenario, not the spec; per-device draws for the n_devices of the fleet are made here, up front."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    known = sorted([*_KINDS, "trace"])
+    if kind not in known:
+        raise ValueError(f"availability kind {kind!r}: choose from {known}")
+    if n_devices < 0:
+        raise ValueError(f"n_devices must be >= 0, got {n_devices}")
+    if kind == "trace":
+        allowed = ["path"]
+    else:
+        allowed = [f.name for f in fields(_KINDS[kind]) if f.init and f.name != "seed"]
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ValueError(f"availability {kind}: unknown keys {unknown}; allowed: {allowed}")
+    if kind == "trace":
+        if "path" not in spec:
+            raise ValueError("availability trace: missing path")
+        return TraceAvailability(load_behave_trace(spec["path"]), seed=seed)
+    if kind != "always_on":
+        spec["seed"] = seed
+    try:
+        model = _KINDS[kind](**spec)
+    except TypeError as e:  # a required field left out
+        raise ValueError(f"availability {kind}: {e}") from None
+    if isinstance(model, Diurnal):
+        model._reserve(n_devices)
+    return model

@@ -1,0 +1,102 @@
+"""Which available devices the server invites to a round.
+
+- uniform: every eligible device equally likely (FedAvg's default).
+- resource: devices drawn with probability proportional to a score of battery charge, link quality and
+  compute speed, each scaled to [0, 1] among the candidates, plus a floor so nobody is starved.
+- oort: Oort's utility (Lai et al., OSDI 2021): statistical utility |B_i| sqrt(mean loss^2), here the
+  client's samples times its last training loss, times a penalty (T / t_i)^alpha for devices whose last
+  session t_i took longer than the preferred round duration T; an `exploration` share of the invitations
+  goes to devices never tried, drawn uniformly.
+
+Every draw comes from the stream the caller passes in (keyed by seed and round), so selection is the same
+on any number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DeviceHistory:
+    """What the server remembers of each device from its earlier sessions (NaN: never reported)."""
+
+    last_loss: np.ndarray
+    last_duration_s: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "DeviceHistory":
+        return cls(np.full(n, np.nan), np.full(n, np.nan))
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    candidates: np.ndarray  # device ids, sorted
+    charge_fraction: np.ndarray  # per candidate, 1 for mains
+    link_rate_bps: np.ndarray  # per candidate, alone in its cell (no fading)
+    flops: np.ndarray  # per candidate
+    samples: np.ndarray  # per candidate, training tokens
+    history: DeviceHistory
+
+
+class Uniform:
+    def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(ctx.candidates, size=min(k, len(ctx.candidates)), replace=False)
+
+
+@dataclass(frozen=True)
+class ResourceAware:
+    battery_weight: float = 1.0
+    link_weight: float = 1.0
+    speed_weight: float = 1.0
+    floor: float = 0.05
+
+    def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
+        score = (
+            self.battery_weight * ctx.charge_fraction
+            + self.link_weight * _unit(np.log10(ctx.link_rate_bps + 1.0))
+            + self.speed_weight * _unit(np.log10(ctx.flops))
+        ) + self.floor
+        return rng.choice(ctx.candidates, size=min(k, len(ctx.candidates)), replace=False, p=score / score.sum())
+
+
+@dataclass(frozen=True)
+class Oort:
+    preferred_duration_s: float = 60.0
+    alpha: float = 2.0
+    exploration: float = 0.2
+
+    def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
+        k = min(k, len(ctx.candidates))
+        loss = ctx.history.last_loss[ctx.candidates]
+        duration = ctx.history.last_duration_s[ctx.candidates]
+        tried = ~np.isnan(duration)
+        n_explore = min(int(round(self.exploration * k)) if tried.any() else k, int((~tried).sum()))
+        explore = rng.choice(ctx.candidates[~tried], size=n_explore, replace=False) if n_explore else []
+        utility = ctx.samples * np.nan_to_num(loss, nan=1.0)
+        slow = duration > self.preferred_duration_s
+        utility = np.where(slow, utility * (self.preferred_duration_s / np.where(slow, duration, 1.0)) ** self.alpha, utility)
+        # Best utilities first among the tried devices; ties broken by a random key.
+        order = np.lexsort((rng.random(int(tried.sum())), -utility[tried]))
+        exploit = ctx.candidates[tried][order][: k - n_explore]
+        chosen = np.concatenate([exploit, np.asarray(explore, dtype=exploit.dtype)])
+        if len(chosen) < k:  # not enough tried devices: fill from the rest at random
+            rest = np.setdiff1d(ctx.candidates, chosen)
+            chosen = np.concatenate([chosen, rng.choice(rest, size=k - len(chosen), replace=False)])
+        return chosen
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    span = x.max() - x.min() if len(x) else 0.0
+    return (x - x.min()) / span if span > 0 else np.ones_like(x)
+
+
+SELECTORS = {"uniform": Uniform, "resource": ResourceAware, "oort": Oort}
+
+
+def build_selector(name: str, **params):
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selection policy {name!r}; known: {', '.join(SELECTORS)}")
+    return SELECTORS[name](**params)
