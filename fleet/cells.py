@@ -1,32 +1,35 @@
 """A cell's shared link as the clock sees it: transfers join and leave, and each finishes when its bits are
 through. The band itself (who gets which share at which rate) is `network_models.SharedBand`; this module
-only turns its next completion into a SimPy event, and wakes up whenever a transfer joins or leaves, since
-that changes everybody's share.
+only turns its next completion into a SimPy event. Whenever a transfer joins or leaves, everybody's share
+changes, so the pending timer is superseded by a new one (a stale timer finds a newer generation and does
+nothing), which is cheaper than a process that is woken on every change.
 
 Devices never wait out transfer time themselves: they ask the link and wait for the event it returns.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import simpy
 
-from network_models import SharedBand
+from network_models import RateTrace, SharedBand
 
 
 class CellLink:
+    snr_applies = True
+
     def __init__(self, env: simpy.Environment, band: SharedBand):
         self.env, self.band = env, band
         self.bits_carried = 0.0
         self._done: dict[int, tuple[simpy.Event, float]] = {}  # transfer -> (finish event, bits)
-        self._changed = env.event()
-        env.process(self._serve())
+        self._generation = 0
 
     def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
         """An event that fires when `bits` have crossed the link."""
         self.band.start(transfer_id, bits, tx_power_dbm, loss_db, self.env.now)
         done = self.env.event()
         self._done[transfer_id] = (done, bits)
-        self._wake()
+        self._schedule()
         return done
 
     def cancel(self, transfer_id: int) -> float:
@@ -35,27 +38,62 @@ class CellLink:
             return 0.0
         sent = self.band.remove(transfer_id, self.env.now)
         self.bits_carried += sent
-        self._wake()
+        self._schedule()
         return sent
 
     def rate_bps(self, transfer_id: int) -> float:
         return self.band.rate_bps(transfer_id)
 
-    def _wake(self) -> None:
-        if not self._changed.triggered:
-            self._changed.succeed()
+    def _schedule(self) -> None:
+        self._generation += 1
+        upcoming = self.band.next_completion()
+        if upcoming is not None:
+            generation = self._generation
+            timer = self.env.timeout(max(0.0, upcoming[0] - self.env.now))
+            timer.callbacks.append(lambda _: self._finish(generation))
 
-    def _serve(self):
-        while True:
-            upcoming = self.band.next_completion()
-            if upcoming is None:
-                yield self._changed
-            else:
-                yield self.env.timeout(max(0.0, upcoming[0] - self.env.now)) | self._changed
-            if self._changed.triggered:
-                self._changed = self.env.event()
-            # Everything due by now finishes now (several transfers may end in the same instant).
-            while (upcoming := self.band.next_completion()) is not None and upcoming[0] <= self.env.now:
-                done, bits = self._done.pop(self.band.complete(self.env.now))
-                self.bits_carried += bits
-                done.succeed()
+    def _finish(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        now = self.env.now
+        # Everything due by now finishes now (several transfers may end in the same instant).
+        while (upcoming := self.band.next_completion()) is not None and upcoming[0] - now <= 1e-9 * max(1.0, now):
+            done, bits = self._done.pop(self.band.complete(now))
+            self.bits_carried += bits
+            done.succeed()
+        self._schedule()
+
+
+class TraceLink:
+    """A recorded throughput trace in place of a cell's shared band: each device replays the trace (looping)
+    from its own seeded offset, as its own link; traces already contain whatever sharing there was."""
+
+    snr_applies = False  # a measured rate has no SNR to put in outage
+
+    def __init__(self, env: simpy.Environment, trace: RateTrace, offsets_s: np.ndarray):
+        self.env, self.trace, self.offsets_s = env, trace, offsets_s
+        self.bits_carried = 0.0
+        self._active: dict[int, tuple[float, float, float]] = {}  # device -> (start, duration, bits)
+
+    def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
+        start = self.env.now
+        duration = self.trace.transfer_time_s(bits, start + self.offsets_s[transfer_id])
+        self._active[transfer_id] = (start, duration, bits)
+        done = self.env.timeout(duration)
+        done.callbacks.append(lambda _: self._finish(transfer_id, start))
+        return done
+
+    def cancel(self, transfer_id: int) -> float:
+        """Bits sent before the device left, prorated over the transfer's duration."""
+        start, duration, bits = self._active.pop(transfer_id, (0.0, 0.0, 0.0))
+        sent = bits * min(1.0, (self.env.now - start) / duration) if duration > 0 else bits
+        self.bits_carried += sent
+        return sent
+
+    def rate_bps(self, transfer_id: int) -> float:
+        return float(self.trace.rate_bps(self.env.now + self.offsets_s[transfer_id]))
+
+    def _finish(self, transfer_id: int, start: float) -> None:
+        active = self._active.get(transfer_id)
+        if active is not None and active[0] == start:  # not cancelled, not a later transfer of the device
+            self.bits_carried += self._active.pop(transfer_id)[2]

@@ -28,12 +28,12 @@ import simpy
 import torch
 
 from aggregation import ClientUpdate, Strategy
-from fleet.cells import CellLink
+from fleet.cells import CellLink, TraceLink
 from fleet.devices import Fleet
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
-from network_models import SharedBand, fading_gain_db, noise_dbm, path_loss_db, shannon_rate_bps
+from network_models import RateTrace, SharedBand, fading_gain_db, noise_dbm, path_loss_db, shannon_rate_bps
 
 OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus")
 
@@ -83,6 +83,8 @@ class Radio:
     outage_snr_db: float
     backhaul_bps: float
     backhaul_latency_s: float
+    uplink_trace: RateTrace | None = None  # replaces the shared uplink band when given
+    downlink_trace: RateTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,19 @@ class Emulator:
         self.eligible = np.ones(len(fleet), bool) if eligible is None else eligible
         self.history = DeviceHistory.empty(len(fleet))
         self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) + fleet.shadowing_db
-        cells = int(fleet.cell.max()) + 1
-        self.uplinks = [CellLink(self.env, SharedBand(radio.uplink_hz, radio.noise_figure_db, radio.sharing))
-                        for _ in range(cells)]
-        self.downlinks = [CellLink(self.env, SharedBand(radio.downlink_hz, radio.noise_figure_db, radio.sharing))
-                          for _ in range(cells)]
+        self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
+        self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
         self._charged_until = 0.0
         self._pending_eval: tuple[dict, Any] | None = None
+
+    def _links(self, band_hz: float, trace, direction: str) -> list:
+        """One shared band per cell, or one trace replayed by every device (from its own offset)."""
+        cells = int(self.fleet.cell.max()) + 1
+        if trace is None:
+            return [CellLink(self.env, SharedBand(band_hz, self.radio.noise_figure_db, self.radio.sharing))
+                    for _ in range(cells)]
+        offsets = stream(self.seed, "trace-offset", direction).uniform(0.0, trace.period_s, len(self.fleet))
+        return [TraceLink(self.env, trace, offsets)] * cells
 
     def run(self) -> torch.Tensor:
         """Run every round; returns the final global adapter."""
@@ -188,18 +196,19 @@ class Emulator:
         """One device's round: download, train, upload, unless something ends it first."""
         d = plan["device"]
         log = SessionLog(d, state.round, state.version, self.env.now)
-        hazard = self.env.timeout(plan["hazard_s"], value=plan["hazard"]) if np.isfinite(plan["hazard_s"]) else None
+        if np.isfinite(plan["hazard_s"]):
+            self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
         fleet, radio = self.fleet, self.radio
         cls = fleet.classes[fleet.cls[d]]
         try:
             yield from self.transfer(log, "download", self.downlinks[fleet.cell[d]], self.cost.bytes_down,
                                      radio.bs_power_dbm, self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
-                                     lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6, hazard)
+                                     lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6)
             log.phase = "train"
-            yield from self.spend(log, "train", self.env.timeout(plan["train_s"]), cls.compute_power_w, hazard)
+            yield from self.spend(log, "train", self.env.timeout(plan["train_s"]), cls.compute_power_w)
             yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.cost.bytes_up,
                                      cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], radio.uplink_hz,
-                                     lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6, hazard)
+                                     lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6)
             log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
             yield self.env.timeout(radio.backhaul_latency_s + 8 * self.cost.bytes_up / radio.backhaul_bps)
             if state.enough.triggered:  # arrived in the same instant as the K-th
@@ -213,36 +222,46 @@ class Emulator:
         log.t_end = self.env.now
         state.ended.append(log)
 
-    def transfer(self, log, name, link: CellLink, nbytes, tx_power_dbm, loss_db, band_hz, power_at, hazard):
+    def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> None:
+        """The sampled instant at which the device leaves; it only matters while the device still has work
+        to do (once its update is on the backhaul, leaving changes nothing)."""
+
+        def strike(_) -> None:
+            if session.is_alive and log.phase in ("download", "train", "upload"):
+                session.interrupt(reason)
+
+        self.env.timeout(after_s).callbacks.append(strike)
+
+    def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, band_hz, power_at):
         """Send over a shared link; the device draws radio power for the rate it had when it started."""
         log.phase = name
-        if tx_power_dbm - loss_db - noise_dbm(band_hz, self.radio.noise_figure_db) < self.radio.outage_snr_db:
+        snr_db = tx_power_dbm - loss_db - noise_dbm(band_hz, self.radio.noise_figure_db)
+        if link.snr_applies and snr_db < self.radio.outage_snr_db:
             raise Dropped("link_outage")
+        direction = "up" if name == "upload" else "down"
         done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db)
         rate = link.rate_bps(log.device)
-        setattr(log, "uplink_mbps" if name == "upload" else "downlink_mbps", rate / 1e6)
+        setattr(log, f"{direction}link_mbps", rate / 1e6)
         try:
-            yield from self.spend(log, name, done, power_at(rate), hazard)
+            yield from self.spend(log, name, done, power_at(rate))
         except BaseException:
-            setattr(log, f"bytes_{'up' if name == 'upload' else 'down'}", int(link.cancel(log.device) / 8))
+            setattr(log, f"bytes_{direction}", int(link.cancel(log.device) / 8))
             raise
-        setattr(log, f"bytes_{'up' if name == 'upload' else 'down'}", int(nbytes))
+        setattr(log, f"bytes_{direction}", int(nbytes))
 
-    def spend(self, log: SessionLog, name: str, event, power_w: float, hazard):
-        """Wait for `event` while drawing `power_w`, unless a hazard or the battery cutoff comes first."""
+    def spend(self, log: SessionLog, name: str, event, power_w: float):
+        """Wait for `event` while drawing `power_w`, unless the battery reaches its cutoff first."""
         start = self.env.now
-        waits = [event] + ([hazard] if hazard is not None else [])
         budget_s = self._seconds_to_cutoff(log.device, power_w)
-        battery = self.env.timeout(budget_s) if np.isfinite(budget_s) else None
-        if battery is not None:
-            waits.append(battery)
         try:
-            fired = yield self.env.any_of(waits)
+            if np.isfinite(budget_s):
+                fired = yield event | self.env.timeout(budget_s)
+                if event not in fired:
+                    raise Dropped("battery")
+            else:
+                yield event
         finally:
             self._drain(log, name, self.env.now - start, power_w)
-        if event in fired:
-            return
-        raise Dropped(hazard.value if hazard is not None and hazard in fired else "battery")
 
     # --- the clock's decisions ---------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class SharedBand:
         self._left = np.empty(_INITIAL_CAPACITY)  # bits still to send
         self._signal_hz = np.empty(_INITIAL_CAPACITY)  # p g / N0, Hz
         self._rate = np.empty(_INITIAL_CAPACITY)  # current rate, bit/s
+        self._next: tuple[float, int] | None | bool = False  # cached next_completion(); False: stale
 
     @property
     def active(self) -> int:
@@ -106,6 +107,12 @@ class SharedBand:
 
     def next_completion(self) -> tuple[float, int] | None:
         """(time in s, transfer id) of the next transfer to finish at current rates; None if none ever will."""
+        # Asked far more often than the band changes (every wake-up of the clock), so it is cached.
+        if self._next is False:
+            self._next = self._find_next()
+        return self._next
+
+    def _find_next(self) -> tuple[float, int] | None:
         if self._n == 0:
             return None
         wait = self._time_left()
@@ -116,9 +123,15 @@ class SharedBand:
 
     def complete(self, now: float) -> int:
         """Advance to `now` s, when a transfer finishes, and take it out; returns its id."""
+        upcoming = self.next_completion()
         self._advance(now)
         if self._n == 0:
             raise ValueError(f"no transfer is active at {now} s")
+        if upcoming is not None and abs(upcoming[0] - now) <= self._tolerance_s(now):
+            # The transfer the cache named is the one due now: no need to scan the band again.
+            transfer_id = upcoming[1]
+            self._pop(self._slot[transfer_id])
+            return transfer_id
         wait = self._time_left()
         i = int(np.argmin(wait))
         if wait[i] > self._tolerance_s(now):
@@ -160,9 +173,11 @@ class SharedBand:
                 late = int(self._ids[: self._n][overshoot][0])
                 raise ValueError(f"transfer {late} finished before {now} s; call complete() at its completion time")
             np.maximum(left, 0.0, out=self._left[: self._n])
+            self._next = False
         self._now = max(now, self._now)
 
     def _recompute_rates(self) -> None:
+        self._next = False
         n = self._n
         if n == 0:
             return

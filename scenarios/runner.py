@@ -39,6 +39,7 @@ from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.selection import build_selector
 from fleet.trainer import LoraSpec, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
+from network_models import load_trace
 from scenarios.loader import ScenarioError
 from scenarios.schema import Scenario
 
@@ -167,7 +168,8 @@ def radio(scenario: Scenario) -> Radio:
     n = scenario.network
     return Radio(n.path_loss, n.carrier_ghz, n.uplink_mhz * 1e6, n.downlink_mhz * 1e6, n.bs_power_dbm,
                  n.noise_figure_db, n.sharing, n.fading, n.rician_k_db, n.outage_snr_db, n.backhaul_mbps * 1e6,
-                 n.backhaul_latency_ms / 1e3)
+                 n.backhaul_latency_ms / 1e3,
+                 *(load_trace(t.path, t.format) if t else None for t in (n.uplink_trace, n.downlink_trace)))
 
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:

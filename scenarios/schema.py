@@ -7,6 +7,7 @@ keys are errors (a typo must not silently fall back to a default), and so are va
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +17,7 @@ from fleet.architectures import get_architecture
 from fleet.availability import build_availability
 from fleet.devices import CATALOG, device_class
 from fleet.selection import build_selector
-from network_models import FADING_MODELS, PATH_LOSS_MODELS, SHADOWING_SIGMA_DB
+from network_models import FADING_MODELS, PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, load_trace
 
 
 class Section(BaseModel):
@@ -86,6 +87,20 @@ class FleetSection(Section):
         return v
 
 
+class TraceSpec(Section):
+    path: str = Field(description="trace file; relative to the current folder")
+    format: Literal["mahimahi", "two_column"] = Field(
+        description="mahimahi: one line per 1500-byte delivery (ms); two_column: 'time_s Mbps' lines"
+    )
+
+    @model_validator(mode="after")
+    def _parses(self) -> "TraceSpec":
+        if not Path(self.path).is_file():
+            raise ValueError(f"no such file: {self.path}")
+        load_trace(self.path, self.format)  # a malformed file names its line
+        return self
+
+
 class NetworkSection(Section):
     cells: int = Field(10, ge=1, description="radio cells (base stations)")
     layout: Literal["hex", "grid"] = Field("hex", description="how the sites are laid out")
@@ -108,6 +123,9 @@ class NetworkSection(Section):
     )
     backhaul_mbps: float = Field(1000.0, gt=0, description="cell-to-server backhaul rate")
     backhaul_latency_ms: float = Field(5.0, ge=0, description="cell-to-server one-way latency")
+
+    uplink_trace: TraceSpec | None = Field(None, description="replay a throughput trace as every device's uplink")
+    downlink_trace: TraceSpec | None = Field(None, description="replay a throughput trace as every downlink")
 
     def shadowing_sigma(self) -> float:
         return SHADOWING_SIGMA_DB[self.path_loss] if self.shadowing_db is None else self.shadowing_db

@@ -45,7 +45,7 @@ class ListSink:
 
 
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
-            fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None):
+            fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
@@ -55,7 +55,7 @@ def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, f
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=2, eval_every=1, local_steps=4,
                          min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False),
-        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005),
+        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace),
         cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
         adapter=torch.zeros(P), strategy=build_strategy("fedavg"), host=host, sink=sink,
     )
@@ -158,3 +158,14 @@ def test_same_seed_same_clock():
     a, b, c = (pd.DataFrame(emulate(seed=seed)[3].sessions_rows) for seed in (4, 4, 5))
     pd.testing.assert_frame_equal(a, b)
     assert not a.equals(c)
+
+
+def test_uplink_trace_replaces_the_shared_band(tmp_path):
+    from network_models import load_trace
+
+    path = tmp_path / "up.txt"
+    path.write_text("0 2.0\n10 2.0\n")  # a constant 2 Mb/s
+    _, _, _, sink, _ = emulate(uplink_trace=load_trace(path, "two_column"), rounds=1)
+    done = [s for s in sink.sessions_rows if s["outcome"] == "completed"]
+    assert done and all(s["upload_s"] == pytest.approx(8 * 4 * P / 2e6) for s in done)
+    assert all(s["uplink_mbps"] == pytest.approx(2.0) for s in done)

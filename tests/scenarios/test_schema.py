@@ -75,3 +75,34 @@ def test_cli_rejects_broken_yaml(tmp_path, capsys):
     bad.write_text("fleet: [unclosed\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("scenarios").glob("*.yaml")), ids=str)
+def test_every_builtin_scenario_is_valid(path):
+    assert load_scenario(path).name == path.stem
+
+
+def test_new_sections_are_checked():
+    assert "unknown device class" in errors_of({"fleet": {"classes": [{"name": "fridge", "fraction": 1}]}})
+    message = errors_of({"fleet": {"classes": [{"name": "low_end_phone", "fraction": 1,
+                                                 "overrides": {"wings": 2}}]}})
+    assert "overrides of low_end_phone" in message and "wings" in message
+    message = errors_of({"fleet": {"classes": [{"name": "low_end_phone", "fraction": 1,
+                                                 "overrides": {"availability": {"kind": "sometimes"}}}]}})
+    assert "availability kind 'sometimes'" in message
+    assert "unknown architecture 'gpt-9'" in errors_of({"model": {"emulate": "gpt-9"}})
+    assert "network.path_loss" in errors_of({"network": {"path_loss": "moon"}})
+    assert "run.selection" in errors_of({"run": {"selection": {"name": "oort", "greed": 3}}})
+
+
+def test_model_that_fits_no_device_is_reported_before_the_run(tmp_path, capsys):
+    bad = tmp_path / "huge.yaml"
+    bad.write_text(yaml.safe_dump({
+        "model": {"emulate": "Llama-3.2-1B"},
+        "training": {"batch_size": 64, "seq_len": 256},
+        "fleet": {"size": 100, "classes": [{"name": "low_end_phone", "fraction": 1}]},
+    }))
+    out = tmp_path / "run"
+    assert main(["run", str(bad), "--out", str(out)]) == 2
+    assert "more than any device has" in capsys.readouterr().err
+    assert not out.exists()
