@@ -53,9 +53,10 @@ def drop_figure(clients: pd.DataFrame) -> go.Figure:
 
 
 def cell_figure(clients: pd.DataFrame) -> go.Figure:
-    load = clients.groupby("cell")[["bytes_up", "bytes_down"]].sum() / 1e6
+    # bytes_down_air: what the cell sent (a multicast counts once, not once per receiver)
+    load = clients.groupby("cell")[["bytes_up", "bytes_down_air"]].sum() / 1e6
     fig = go.Figure([go.Bar(x=load.index, y=load["bytes_up"], name="uplink"),
-                     go.Bar(x=load.index, y=load["bytes_down"], name="downlink")])
+                     go.Bar(x=load.index, y=load["bytes_down_air"], name="downlink")])
     fig.update_layout(barmode="group", title="Load per cell", xaxis_title="cell", yaxis_title="MB", height=380)
     return fig
 

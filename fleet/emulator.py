@@ -85,15 +85,17 @@ class Radio:
     backhaul_latency_s: float
     uplink_trace: RateTrace | None = None  # replaces the shared uplink band when given
     downlink_trace: RateTrace | None = None
+    multicast: bool = False  # the global adapter goes out once per cell, at the rate of its weakest invitee
 
 
 @dataclass(frozen=True)
 class SessionCost:
-    """What one client session moves and computes (for the emulated architecture)."""
+    """What one client session moves and computes (for the emulated architecture): a number for every
+    device, or one per device where ranks differ."""
 
     flops: float
-    bytes_down: int
-    bytes_up: int
+    bytes_down: int | np.ndarray
+    bytes_up: int | np.ndarray
 
 
 class Dropped(Exception):
@@ -106,7 +108,8 @@ class SessionLog:
     """One device's part in one round, filled in as it happens."""
 
     __slots__ = ("device", "round", "base_version", "t_start", "t_end", "outcome", "phase", "download_s",
-                 "train_s", "upload_s", "bytes_down", "bytes_up", "energy_j", "uplink_mbps", "downlink_mbps")
+                 "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "energy_j", "uplink_mbps",
+                 "downlink_mbps")
     COLUMNS = __slots__
 
     def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
@@ -114,6 +117,7 @@ class SessionLog:
         self.t_end, self.outcome, self.phase = t_start, "", "download"
         self.download_s = self.train_s = self.upload_s = 0.0
         self.bytes_down = self.bytes_up = 0
+        self.bytes_down_air = 0.0  # this session's share of what the cell's downlink sent (multicast: 1/n)
         self.energy_j = 0.0
         self.uplink_mbps = self.downlink_mbps = float("nan")
 
@@ -134,6 +138,7 @@ class Emulator:
         host: Host | None,
         sink: Sink,
         eligible: np.ndarray | None = None,
+        ranks: np.ndarray | None = None,
         on_progress=lambda row: None,
     ):
         self.env = simpy.Environment()
@@ -143,6 +148,9 @@ class Emulator:
         self.adapter = adapter
         self.version = 0
         self.eligible = np.ones(len(fleet), bool) if eligible is None else eligible
+        self.ranks = ranks  # per device LoRA rank where memory forced a smaller one; None: all full rank
+        self.bytes_down = np.broadcast_to(np.asarray(cost.bytes_down, dtype=np.int64), len(fleet))
+        self.bytes_up = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.int64), len(fleet))
         self.history = DeviceHistory.empty(len(fleet))
         self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) + fleet.shadowing_db
         self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
@@ -201,16 +209,17 @@ class Emulator:
         fleet, radio = self.fleet, self.radio
         cls = fleet.classes[fleet.cls[d]]
         try:
-            yield from self.transfer(log, "download", self.downlinks[fleet.cell[d]], self.cost.bytes_down,
-                                     radio.bs_power_dbm, self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
+            downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
+            yield from self.transfer(log, "download", downlink, self.bytes_down[d], radio.bs_power_dbm,
+                                     self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
                                      lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6)
             log.phase = "train"
             yield from self.spend(log, "train", self.env.timeout(plan["train_s"]), cls.compute_power_w)
-            yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.cost.bytes_up,
+            yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
                                      cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], radio.uplink_hz,
                                      lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6)
             log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
-            yield self.env.timeout(radio.backhaul_latency_s + 8 * self.cost.bytes_up / radio.backhaul_bps)
+            yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
             if state.enough.triggered:  # arrived in the same instant as the K-th
                 raise Dropped("surplus")
             log.outcome, log.phase = "completed", "done"
@@ -246,8 +255,12 @@ class Emulator:
             yield from self.spend(log, name, done, power_at(rate))
         except BaseException:
             setattr(log, f"bytes_{direction}", int(link.cancel(log.device) / 8))
+            if direction == "down":
+                log.bytes_down_air = log.bytes_down / getattr(link, "receivers", 1)
             raise
         setattr(log, f"bytes_{direction}", int(nbytes))
+        if direction == "down":
+            log.bytes_down_air = nbytes / getattr(link, "receivers", 1)
 
     def spend(self, log: SessionLog, name: str, event, power_w: float):
         """Wait for `event` while drawing `power_w`, unless the battery reaches its cutoff first."""
@@ -299,8 +312,10 @@ class Emulator:
         fade_up = fading_gain_db(stream(self.seed, "fading-up", rnd), self.radio.fading, n, self.radio.k_factor_db)
         fade_down = fading_gain_db(stream(self.seed, "fading-down", rnd), self.radio.fading, n, self.radio.k_factor_db)
         train_s = self.cost.flops / fleet.flops[devices]
+        multicasts = self._multicasts(devices, fade_down) if self.radio.multicast else {}
         return [
             {
+                "multicast": multicasts.get(int(fleet.cell[d])),
                 "device": int(d),
                 "hazard_s": float(min(offline_s[i], failure_s[i])),
                 "hazard": "offline" if offline_s[i] <= failure_s[i] else "device_failure",
@@ -310,6 +325,21 @@ class Emulator:
             }
             for i, d in enumerate(devices)
         ]
+
+    def _multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray) -> dict[int, "Multicast"]:
+        """One broadcast of the global adapter per cell with invitees, over the whole downlink band, at the
+        rate of the weakest invitee that is not in outage (all must decode it)."""
+        radio, cells = self.radio, self.fleet.cell[devices]
+        loss = self.loss_db[devices] - fade_down_db
+        snr = radio.bs_power_dbm - loss - noise_dbm(radio.downlink_hz, radio.noise_figure_db)
+        rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
+        out = {}
+        for cell in np.unique(cells):
+            ok = (cells == cell) & (snr >= radio.outage_snr_db)
+            if ok.any():
+                bits = 8.0 * float(self.bytes_down[devices[ok]].max())
+                out[int(cell)] = Multicast(self.env, bits, float(rate[ok].min()), int((cells == cell).sum()))
+        return out
 
     # --- energy ------------------------------------------------------------------------------------
 
@@ -330,7 +360,8 @@ class Emulator:
         if self.host is None:
             return None
         job = TrainJob(client=d, data_client=int(self.fleet.data_client[d]), round=state.round,
-                       base_version=state.version, steps=self.rules.local_steps)
+                       base_version=state.version, steps=self.rules.local_steps,
+                       rank=None if self.ranks is None else int(self.ranks[d]))
         return self.host.train(job, adapter_ref)
 
     def close_round(self, state: "RoundState", opened: float) -> None:
@@ -378,7 +409,7 @@ class Emulator:
             **{outcome: outcomes.count(outcome) for outcome in OUTCOMES if outcome != "completed"},
             "abandoned": abandoned,
             "bytes_up": int(sum(columns.get("bytes_up", []))),
-            "bytes_down": int(sum(columns.get("bytes_down", []))),
+            "bytes_down": int(round(sum(columns.get("bytes_down_air", [])))),  # sent by the cells
             "energy_j": float(sum(columns.get("energy_j", []))),
             "train_loss": train_loss,
         }
@@ -402,6 +433,26 @@ class Emulator:
     def _emit(self, row: dict) -> None:
         self.sink.round(row)
         self.on_progress(row)
+
+
+class Multicast:
+    """A cell's broadcast of the global adapter: every receiver is done when the one transmission ends."""
+
+    snr_applies = True
+
+    def __init__(self, env: simpy.Environment, bits: float, rate_bps: float, receivers: int):
+        self.env, self.rate, self.receivers, self.start = env, rate_bps, receivers, env.now
+        self.done = env.timeout(bits / rate_bps)
+        self.bits = bits
+
+    def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
+        return self.done
+
+    def cancel(self, transfer_id: int) -> float:
+        return self.bits * min(1.0, (self.env.now - self.start) * self.rate / self.bits)
+
+    def rate_bps(self, transfer_id: int) -> float:
+        return self.rate
 
 
 class RoundState:

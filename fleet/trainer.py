@@ -31,6 +31,7 @@ class TrainJob:
     round: int
     base_version: int
     steps: int
+    rank: int | None = None  # a device that cannot hold the full rank trains only the first `rank` components
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ class LocalTrainer:
     def train(self, job: TrainJob, global_adapter: torch.Tensor, tokens: np.ndarray) -> TrainResult:
         s = self.settings
         set_flat(self.model, global_adapter)
+        masks = self._truncation(job.rank)
+        if masks is not None:  # rank r_k: components beyond r_k are absent on this device (HetLoRA-style)
+            with torch.no_grad():
+                for p, m in zip(adapter_params(self.model), masks):
+                    p[m] = 0.0
         torch.manual_seed(stream_key(s.seed, "dropout", job.client, job.round) % 2**63)
         rng = stream(s.seed, "batches", job.client, job.round)
         opt = torch.optim.AdamW(adapter_params(self.model), lr=s.lr, weight_decay=s.weight_decay)
@@ -124,10 +130,31 @@ class LocalTrainer:
             loss = lm_loss(self.model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if masks is not None:
+                for p, m in zip(adapter_params(self.model), masks):
+                    p.grad[m] = 0.0
             opt.step()
             losses.append(loss.item())
         delta = get_flat(self.model) - global_adapter
+        if masks is not None:  # the server receives a zero-padded update: absent components are unchanged
+            delta[torch.cat([m.reshape(-1) for m in masks])] = 0.0
         return TrainResult(job, delta, int(len(tokens)), losses[0], losses[-1])
+
+    def _truncation(self, rank: int | None) -> list[torch.Tensor] | None:
+        """Per adapter tensor, the entries beyond `rank`: rows of A (r x d_in), columns of B (d_out x r)."""
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        full = next(p.shape[0] for n, p in params if "lora_A" in n)
+        if rank is None or rank >= full:
+            return None
+        masks = []
+        for name, p in params:
+            m = torch.zeros_like(p, dtype=torch.bool)
+            if "lora_A" in name:
+                m[rank:, :] = True
+            elif "lora_B" in name:
+                m[:, rank:] = True
+            masks.append(m)
+        return masks
 
     @torch.no_grad()
     def evaluate(self, adapter: torch.Tensor, eval_windows: torch.Tensor, batch_size: int = 64) -> float:

@@ -126,18 +126,37 @@ def target_architecture(scenario: Scenario) -> Architecture:
     return Architecture.from_hf_config(config, name=scenario.model.path)
 
 
-def session_cost(scenario: Scenario, arch: Architecture) -> SessionCost:
+def session_cost(scenario: Scenario, arch: Architecture, ranks: np.ndarray | None = None) -> SessionCost:
+    """FLOPs and bytes of one session; bytes per device when `ranks` differ. The adapter travels as float32
+    both ways (the global adapter down, the client's update up), truncated to the device's rank."""
     t, lora = scenario.training, scenario.model.lora
     tokens = t.local_steps * t.batch_size * t.seq_len
-    # The adapter travels as float32 both ways: the global adapter down, the client's update up.
-    adapter_bytes = 4 * lora_param_count(arch, lora.r, lora.target_modules)
+    per_rank = lambda r: 4 * lora_param_count(arch, int(r), lora.target_modules)  # noqa: E731
+    if ranks is None:
+        adapter_bytes = per_rank(lora.r)
+    else:
+        values = np.unique(ranks)
+        adapter_bytes = np.array([per_rank(r) if r > 0 else 0 for r in values])[np.searchsorted(values, ranks)]
     return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, adapter_bytes, adapter_bytes)
 
 
-def memory_estimate(scenario: Scenario, arch: Architecture) -> MemoryEstimate:
+def memory_estimate(scenario: Scenario, arch: Architecture, rank: int | None = None) -> MemoryEstimate:
     t, lora = scenario.training, scenario.model.lora
-    return lora_training_memory_bytes(arch, lora.r, lora.target_modules, t.batch_size, t.seq_len,
+    return lora_training_memory_bytes(arch, rank or lora.r, lora.target_modules, t.batch_size, t.seq_len,
                                       scenario.model.weight_dtype)
+
+
+def device_ranks(scenario: Scenario, arch: Architecture, fleet: Fleet) -> np.ndarray:
+    """The LoRA rank each device trains at, 0 where it cannot train at all (model.memory_policy)."""
+    r, policy = scenario.model.lora.r, scenario.model.memory_policy
+    if policy == "ignore":
+        return np.full(len(fleet), r)
+    candidates = [r] if policy == "exclude" else [r >> i for i in range(r.bit_length()) if r >> i > 0]
+    memory = fleet.memory_gb * 1e9
+    ranks = np.zeros(len(fleet), dtype=np.int64)
+    for rank in sorted(candidates):  # larger ranks overwrite smaller ones where they fit
+        ranks[memory >= memory_estimate(scenario, arch, rank).total_bytes] = rank
+    return ranks
 
 
 def build_fleet(scenario: Scenario, num_data_clients: int) -> Fleet:
@@ -169,7 +188,8 @@ def radio(scenario: Scenario) -> Radio:
     return Radio(n.path_loss, n.carrier_ghz, n.uplink_mhz * 1e6, n.downlink_mhz * 1e6, n.bs_power_dbm,
                  n.noise_figure_db, n.sharing, n.fading, n.rician_k_db, n.outage_snr_db, n.backhaul_mbps * 1e6,
                  n.backhaul_latency_ms / 1e3,
-                 *(load_trace(t.path, t.format) if t else None for t in (n.uplink_trace, n.downlink_trace)))
+                 *(load_trace(t.path, t.format) if t else None for t in (n.uplink_trace, n.downlink_trace)),
+                 multicast=n.multicast_download)
 
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
@@ -181,19 +201,18 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     lora, settings = lora_spec(scenario), train_settings(scenario)
     strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
     arch = target_architecture(scenario)
-    cost = session_cost(scenario, arch)
     memory = memory_estimate(scenario, arch)
 
     fleet = build_fleet(scenario, len(data.client_ids))
-    eligible = np.ones(len(fleet), bool)
-    if scenario.model.memory_policy == "exclude":
-        eligible = fleet.memory_gb * 1e9 >= memory.total_bytes
-        if not eligible.any():
-            raise ScenarioError(
-                f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
-                f"device has (largest: {fleet.memory_gb.max():.1f} GB); lower training.batch_size or "
-                "training.seq_len, quantise (model.weight_dtype) or add larger devices"
-            )
+    ranks = device_ranks(scenario, arch, fleet)
+    eligible = ranks > 0
+    cost = session_cost(scenario, arch, ranks if scenario.model.memory_policy == "shrink_rank" else None)
+    if not eligible.any():
+        raise ScenarioError(
+            f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
+            f"device has (largest: {fleet.memory_gb.max():.1f} GB); lower training.batch_size or "
+            "training.seq_len, quantise (model.weight_dtype) or add larger devices"
+        )
 
     # The server's copy of the model: the initial global adapter and the final save.
     server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed) if training else None
@@ -237,19 +256,20 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             host=pool,
             sink=recorder,
             eligible=eligible,
+            ranks=ranks if scenario.model.memory_policy == "shrink_rank" else None,
             on_progress=progress,
         ).run()
 
     if training:
         set_flat(server_model, final)
         server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    recorder.close(summarise(scenario, recorder, data, fleet, eligible, arch, cost, memory, wall_start))
+    recorder.close(summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, wall_start))
     if scenario.output.report:
         write_report(run_dir)
     return run_dir
 
 
-def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fleet: Fleet, eligible: np.ndarray,
+def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fleet: Fleet, ranks: np.ndarray,
               arch: Architecture, cost: SessionCost, memory: MemoryEstimate, wall_start: float) -> dict:
     rounds = recorder.rounds_rows
     sessions = recorder.sessions_frame()
@@ -271,12 +291,13 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
         "bytes_down": int(sum(row["bytes_down"] for row in rounds)),
         "energy_j": float(sum(row["energy_j"] for row in rounds)),
         "fleet_size": len(fleet),
-        "eligible_devices": int(eligible.sum()),
+        "eligible_devices": int((ranks > 0).sum()),
         "data_clients": len(data.client_ids),
         "trained_model": scenario.model.path,
         "emulated_model": arch.name,
         "emulated_params": arch.params,
-        "adapter_params": cost.bytes_up // 4,
+        "adapter_params": int(np.max(cost.bytes_up)) // 4,
+        "devices_per_rank": {int(r): int(n) for r, n in zip(*np.unique(ranks, return_counts=True))},
         "flops_per_session": cost.flops,
         "training_memory_gb": memory.total_bytes / 1e9,
         "wall_s": time.time() - wall_start,

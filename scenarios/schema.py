@@ -121,6 +121,9 @@ class NetworkSection(Section):
     outage_snr_db: float = Field(
         -10.0, description="a transfer whose SNR over the whole band is below this cannot start (link outage)"
     )
+    multicast_download: bool = Field(
+        False, description="send the global adapter once per cell (at the weakest invitee's rate), not per device"
+    )
     backhaul_mbps: float = Field(1000.0, gt=0, description="cell-to-server backhaul rate")
     backhaul_latency_ms: float = Field(5.0, ge=0, description="cell-to-server one-way latency")
 
@@ -155,8 +158,10 @@ class ModelSection(Section):
         "smollm2-135m, qwen2.5-0.5b, llama-3.2-1b); None: the trained model itself",
     )
     weight_dtype: Literal["bf16", "int8", "nf4"] = Field("bf16", description="frozen base weights on the device")
-    memory_policy: Literal["exclude", "ignore"] = Field(
-        "exclude", description="devices whose memory cannot hold LoRA training are never invited, or ignored"
+    memory_policy: Literal["exclude", "shrink_rank", "ignore"] = Field(
+        "exclude",
+        description="devices whose memory cannot hold LoRA training at model.lora.r: never invited (exclude), "
+        "given the largest rank r/2, r/4, ... that fits (shrink_rank; zero-padded updates), or ignored",
     )
 
     @field_validator("emulate")

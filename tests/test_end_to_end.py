@@ -97,3 +97,31 @@ def test_model_path_takes_a_local_hugging_face_folder(tmp_path, ray_local):
     assert rounds["completed"].iloc[1] >= 1
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(folder)
+
+
+def test_systems_mode_needs_no_training(tmp_path):
+    scenario = load_scenario("fleet_10k", ["run.mode=systems", "run.rounds=2", "fleet.size=3000",
+                                           "run.clients_per_round=200"])
+    run = run_scenario(scenario, RunOptions(out=tmp_path / "systems", progress=False))
+    rounds = pd.read_parquet(run / "rounds.parquet")
+    assert rounds["eval_loss"].isna().all() and not (run / "adapter").exists()
+    clients = pd.read_parquet(run / "clients.parquet")
+    assert len(clients) == rounds["selected"].sum() == 2 * 260
+    assert set(clients["device_class"]) == {"flagship_phone", "low_end_phone", "iot_gateway", "jetson_orin_nano",
+                                            "mec_t4"}
+    page = (run / "report.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 5  # no loss figures without training
+    assert "Load per cell" in page and "Why sessions did not report" in page
+
+
+def test_fleet_10k_reports_per_class_and_per_cell(tmp_path, ray_local):
+    scenario = load_scenario("fleet_10k", ["run.rounds=1", "run.clients_per_round=4", "data.eval_windows=32"])
+    run = run_scenario(scenario, RunOptions(out=tmp_path / "f10k", progress=False))
+    clients = pd.read_parquet(run / "clients.parquet")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fleet_size"] == 10_000 and summary["emulated_model"] == "SmolLM2-135M"
+    assert clients["cell"].max() < 24
+    page = (run / "report.html").read_text()
+    for title in ("Completion rate per device class", "Session duration per device class",
+                  "Why sessions did not report", "Load per cell"):
+        assert title in page

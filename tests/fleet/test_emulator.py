@@ -45,7 +45,8 @@ class ListSink:
 
 
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
-            fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None):
+            fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None,
+            multicast=False):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
@@ -55,7 +56,8 @@ def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, f
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=2, eval_every=1, local_steps=4,
                          min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False),
-        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace),
+        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
+                    multicast=multicast),
         cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
         adapter=torch.zeros(P), strategy=build_strategy("fedavg"), host=host, sink=sink,
     )
@@ -169,3 +171,16 @@ def test_uplink_trace_replaces_the_shared_band(tmp_path):
     done = [s for s in sink.sessions_rows if s["outcome"] == "completed"]
     assert done and all(s["upload_s"] == pytest.approx(8 * 4 * P / 2e6) for s in done)
     assert all(s["uplink_mbps"] == pytest.approx(2.0) for s in done)
+
+
+def test_multicast_sends_the_adapter_once_per_cell():
+    _, _, _, unicast, _ = emulate(rounds=1, selected=12, k=12)
+    _, _, _, sink, _ = emulate(rounds=1, selected=12, k=12, multicast=True)
+    sessions = pd.DataFrame(sink.sessions_rows)
+    cells = sessions["cell"].nunique()
+    assert cells >= 2
+    assert sink.rounds[1]["bytes_down"] == 4 * P * cells  # one transmission per cell
+    assert unicast.rounds[1]["bytes_down"] == 4 * P * 12  # one per device
+    assert (sessions["bytes_down"] == 4 * P).all()  # every device still received the whole adapter
+    for _, group in sessions.groupby("cell"):
+        assert group["download_s"].nunique() == 1  # everyone in a cell is done when the broadcast ends

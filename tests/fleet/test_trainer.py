@@ -72,3 +72,21 @@ def test_adapter_size_matches_the_architecture_count():
 
     arch = Architecture.from_hf_config(json.loads((BUILTIN_DIR / "config.json").read_text()), "builtin")
     assert get_flat(new_trainer().model).numel() == lora_param_count(arch, LORA.r, LORA.target_modules)
+
+
+def test_truncated_rank_trains_only_its_components(tokens):
+    trainer = new_trainer()  # rank 4
+    start = get_flat(trainer.model)
+    delta = trainer.train(TrainJob(1, 0, 1, 0, steps=3, rank=2), start, tokens).delta
+    offset = 0
+    for name, p in trainer.model.named_parameters():
+        if not p.requires_grad:
+            continue
+        d = delta[offset: offset + p.numel()].view_as(p)
+        offset += p.numel()
+        if "lora_A" in name:
+            assert d[2:].abs().max() == 0 and d[:2].abs().max() > 0
+        else:  # B starts at zero, so its first columns move and the rest stay
+            assert d[:, 2:].abs().max() == 0 and d[:, :2].abs().max() > 0
+    assert torch.equal(trainer.train(TrainJob(1, 0, 1, 0, steps=3, rank=4), start, tokens).delta,
+                       trainer.train(TrainJob(1, 0, 1, 0, steps=3), start, tokens).delta)
