@@ -5,6 +5,8 @@ changes, so the pending timer is superseded by a new one (a stale timer finds a 
 nothing), which is cheaper than a process that is woken on every change.
 
 Devices never wait out transfer time themselves: they ask the link and wait for the event it returns.
+Three kinds of link share that interface (send, cancel, rate_bps): a cell's shared band (CellLink), a
+recorded trace (TraceLink) and a cell's broadcast of the global adapter (Multicast).
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ class CellLink:
 
     def __init__(self, env: simpy.Environment, band: SharedBand):
         self.env, self.band = env, band
-        self.bits_carried = 0.0
-        self._done: dict[int, tuple[simpy.Event, float]] = {}  # transfer -> (finish event, bits)
+        self._done: dict[int, simpy.Event] = {}  # transfer -> finish event
         self._generation = 0
 
     def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
         """An event that fires when `bits` have crossed the link."""
         self.band.start(transfer_id, bits, tx_power_dbm, loss_db, self.env.now)
-        done = self.env.event()
-        self._done[transfer_id] = (done, bits)
+        done = self._done[transfer_id] = self.env.event()
         self._schedule()
         return done
 
@@ -37,7 +37,6 @@ class CellLink:
         if self._done.pop(transfer_id, None) is None:
             return 0.0
         sent = self.band.remove(transfer_id, self.env.now)
-        self.bits_carried += sent
         self._schedule()
         return sent
 
@@ -58,9 +57,7 @@ class CellLink:
         now = self.env.now
         # Everything due by now finishes now (several transfers may end in the same instant).
         while (upcoming := self.band.next_completion()) is not None and upcoming[0] - now <= 1e-9 * max(1.0, now):
-            done, bits = self._done.pop(self.band.complete(now))
-            self.bits_carried += bits
-            done.succeed()
+            self._done.pop(self.band.complete(now)).succeed()
         self._schedule()
 
 
@@ -72,28 +69,38 @@ class TraceLink:
 
     def __init__(self, env: simpy.Environment, trace: RateTrace, offsets_s: np.ndarray):
         self.env, self.trace, self.offsets_s = env, trace, offsets_s
-        self.bits_carried = 0.0
         self._active: dict[int, tuple[float, float, float]] = {}  # device -> (start, duration, bits)
 
     def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
         start = self.env.now
         duration = self.trace.transfer_time_s(bits, start + self.offsets_s[transfer_id])
         self._active[transfer_id] = (start, duration, bits)
-        done = self.env.timeout(duration)
-        done.callbacks.append(lambda _: self._finish(transfer_id, start))
-        return done
+        return self.env.timeout(duration)
 
     def cancel(self, transfer_id: int) -> float:
         """Bits sent before the device left, prorated over the transfer's duration."""
         start, duration, bits = self._active.pop(transfer_id, (0.0, 0.0, 0.0))
-        sent = bits * min(1.0, (self.env.now - start) / duration) if duration > 0 else bits
-        self.bits_carried += sent
-        return sent
+        return bits * min(1.0, (self.env.now - start) / duration) if duration > 0 else bits
 
     def rate_bps(self, transfer_id: int) -> float:
         return float(self.trace.rate_bps(self.env.now + self.offsets_s[transfer_id]))
 
-    def _finish(self, transfer_id: int, start: float) -> None:
-        active = self._active.get(transfer_id)
-        if active is not None and active[0] == start:  # not cancelled, not a later transfer of the device
-            self.bits_carried += self._active.pop(transfer_id)[2]
+
+class Multicast:
+    """A cell's broadcast of the global adapter: every receiver is done when the one transmission ends."""
+
+    snr_applies = True
+
+    def __init__(self, env: simpy.Environment, bits: float, rate_bps: float, receivers: int):
+        self.env, self.rate, self.receivers, self.start = env, rate_bps, receivers, env.now
+        self.done = env.timeout(bits / rate_bps)
+        self.bits = bits
+
+    def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
+        return self.done
+
+    def cancel(self, transfer_id: int) -> float:
+        return self.bits * min(1.0, (self.env.now - self.start) * self.rate / self.bits)
+
+    def rate_bps(self, transfer_id: int) -> float:
+        return self.rate

@@ -28,7 +28,7 @@ import simpy
 import torch
 
 from aggregation import ClientUpdate, Strategy
-from fleet.cells import CellLink, TraceLink
+from fleet.cells import CellLink, Multicast, TraceLink
 from fleet.devices import Fleet
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
@@ -326,7 +326,7 @@ class Emulator:
             for i, d in enumerate(devices)
         ]
 
-    def _multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray) -> dict[int, "Multicast"]:
+    def _multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray) -> dict[int, Multicast]:
         """One broadcast of the global adapter per cell with invitees, over the whole downlink band, at the
         rate of the weakest invitee that is not in outage (all must decode it)."""
         radio, cells = self.radio, self.fleet.cell[devices]
@@ -433,26 +433,6 @@ class Emulator:
     def _emit(self, row: dict) -> None:
         self.sink.round(row)
         self.on_progress(row)
-
-
-class Multicast:
-    """A cell's broadcast of the global adapter: every receiver is done when the one transmission ends."""
-
-    snr_applies = True
-
-    def __init__(self, env: simpy.Environment, bits: float, rate_bps: float, receivers: int):
-        self.env, self.rate, self.receivers, self.start = env, rate_bps, receivers, env.now
-        self.done = env.timeout(bits / rate_bps)
-        self.bits = bits
-
-    def send(self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float) -> simpy.Event:
-        return self.done
-
-    def cancel(self, transfer_id: int) -> float:
-        return self.bits * min(1.0, (self.env.now - self.start) * self.rate / self.bits)
-
-    def rate_bps(self, transfer_id: int) -> float:
-        return self.rate
 
 
 class RoundState:
