@@ -137,7 +137,6 @@ class Emulator:
         strategy: Strategy,
         host: Host | None,
         sink: Sink,
-        eligible: np.ndarray | None = None,
         ranks: np.ndarray | None = None,
         on_progress=lambda row: None,
     ):
@@ -147,8 +146,9 @@ class Emulator:
         self.strategy, self.host, self.sink, self.on_progress = strategy, host, sink, on_progress
         self.adapter = adapter
         self.version = 0
-        self.eligible = np.ones(len(fleet), bool) if eligible is None else eligible
-        self.ranks = ranks  # per device LoRA rank where memory forced a smaller one; None: all full rank
+        # The LoRA rank each device can train at (model.memory_policy); 0: it cannot train. None: all full rank.
+        self.ranks = ranks
+        self.eligible = np.ones(len(fleet), bool) if ranks is None else ranks > 0
         self.bytes_down = np.broadcast_to(np.asarray(cost.bytes_down, dtype=np.int64), len(fleet))
         self.bytes_up = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.int64), len(fleet))
         self.history = DeviceHistory.empty(len(fleet))

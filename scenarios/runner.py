@@ -205,9 +205,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
 
     fleet = build_fleet(scenario, len(data.client_ids))
     ranks = device_ranks(scenario, arch, fleet)
-    eligible = ranks > 0
     cost = session_cost(scenario, arch, ranks if scenario.model.memory_policy == "shrink_rank" else None)
-    if not eligible.any():
+    if not ranks.any():
         raise ScenarioError(
             f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
             f"device has (largest: {fleet.memory_gb.max():.1f} GB); lower training.batch_size or "
@@ -255,8 +254,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             strategy=strategy,
             host=pool,
             sink=recorder,
-            eligible=eligible,
-            ranks=ranks if scenario.model.memory_policy == "shrink_rank" else None,
+            ranks=ranks,
             on_progress=progress,
         ).run()
 
