@@ -83,13 +83,9 @@ class Fleet:
     def __len__(self) -> int:
         return len(self.cls)
 
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.classes]
-
-    def per_class(self, attribute: str) -> np.ndarray:
-        """A class attribute as a per-device column."""
-        return np.array([getattr(c, attribute) for c in self.classes], dtype=float)[self.cls]
+    def per_class(self, attribute: str, devices: np.ndarray) -> np.ndarray:
+        """A class attribute for the given devices (only those: rounds ask this of a few out of millions)."""
+        return np.array([getattr(c, attribute) for c in self.classes], dtype=float)[self.cls[devices]]
 
     def _by_class(self, method: str, t: float, devices: np.ndarray, dtype) -> np.ndarray:
         devices = np.asarray(devices)
@@ -125,7 +121,7 @@ class Fleet:
             return
         steps = max(1, math.ceil((t1 - t0) / step_s))
         dt = (t1 - t0) / steps
-        charger = self.per_class("charger_w")[batteries]
+        charger = self.per_class("charger_w", batteries)
         for i in range(steps):
             plugged = self.charging(t0 + (i + 0.5) * dt, batteries)
             room = self.battery_wh[batteries] - self.charge_wh[batteries]

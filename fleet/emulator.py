@@ -33,7 +33,7 @@ from fleet.devices import Fleet
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
-from network_models import RateTrace, SharedBand, fading_gain_db, noise_dbm, path_loss_db, shannon_rate_bps
+from network_models import RateTrace, SharedBand, fading_gain_db, path_loss_db, shannon_rate_bps, snr_db
 
 OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus")
 
@@ -244,8 +244,8 @@ class Emulator:
     def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, band_hz, power_at):
         """Send over a shared link; the device draws radio power for the rate it had when it started."""
         log.phase = name
-        snr_db = tx_power_dbm - loss_db - noise_dbm(band_hz, self.radio.noise_figure_db)
-        if link.snr_applies and snr_db < self.radio.outage_snr_db:
+        snr = snr_db(band_hz, tx_power_dbm, loss_db, self.radio.noise_figure_db)
+        if link.snr_applies and snr < self.radio.outage_snr_db:
             raise Dropped("link_outage")
         direction = "up" if name == "upload" else "down"
         done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db)
@@ -293,7 +293,7 @@ class Emulator:
         ctx = SelectionContext(
             candidates=candidates,
             charge_fraction=fleet.charge_fraction(candidates),
-            link_rate_bps=shannon_rate_bps(radio.uplink_hz, fleet.per_class("tx_power_dbm")[candidates],
+            link_rate_bps=shannon_rate_bps(radio.uplink_hz, fleet.per_class("tx_power_dbm", candidates),
                                            self.loss_db[candidates], radio.noise_figure_db),
             flops=fleet.flops[candidates],
             samples=self.num_samples[fleet.data_client[candidates]],
@@ -306,7 +306,7 @@ class Emulator:
         (availability ends or the device fails), training time from FLOPs and the device's speed."""
         fleet, n = self.fleet, len(devices)
         offline_s = fleet.offline_after(self.env.now, devices)
-        rate = fleet.per_class("failures_per_hour")[devices] / 3600.0
+        rate = fleet.per_class("failures_per_hour", devices) / 3600.0
         with np.errstate(divide="ignore"):
             failure_s = stream(self.seed, "failure", rnd).exponential(1.0, n) / rate
         fade_up = fading_gain_db(stream(self.seed, "fading-up", rnd), self.radio.fading, n, self.radio.k_factor_db)
@@ -331,7 +331,7 @@ class Emulator:
         rate of the weakest invitee that is not in outage (all must decode it)."""
         radio, cells = self.radio, self.fleet.cell[devices]
         loss = self.loss_db[devices] - fade_down_db
-        snr = radio.bs_power_dbm - loss - noise_dbm(radio.downlink_hz, radio.noise_figure_db)
+        snr = snr_db(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
         rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
         out = {}
         for cell in np.unique(cells):
@@ -389,11 +389,11 @@ class Emulator:
             self.version += 1
         row = self._round_row(state.round, opened, columns, len(arrived), abandoned, train_loss)
         last = state.round == self.rules.rounds
-        if self.host is None or abandoned or (state.round % self.rules.eval_every and not last):
+        if abandoned or (state.round % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order
             self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
         else:
-            self._evaluate(row)
+            self._evaluate(row)  # without a host, this records the row without a loss
 
     def _round_row(self, rnd: int, opened: float, columns: dict, completed: int, abandoned: bool,
                    train_loss: float) -> dict:

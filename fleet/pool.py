@@ -111,14 +111,14 @@ class WorkerPool:
         return ray.put(adapter)
 
     def train(self, job: TrainJob, adapter_ref: ray.ObjectRef) -> ray.ObjectRef:
-        i = self._least_loaded()
-        ref = self._actors[i].train.remote(job, adapter_ref)
-        self._pending[i].append(ref)
-        return ref
+        return self._submit("train", job, adapter_ref)
 
     def evaluate(self, adapter_ref: ray.ObjectRef) -> ray.ObjectRef:
+        return self._submit("evaluate", adapter_ref)
+
+    def _submit(self, method: str, *args) -> ray.ObjectRef:
         i = self._least_loaded()
-        ref = self._actors[i].evaluate.remote(adapter_ref)
+        ref = getattr(self._actors[i], method).remote(*args)
         self._pending[i].append(ref)
         return ref
 
