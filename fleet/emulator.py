@@ -1,7 +1,7 @@
-"""Synchronous federated rounds on a simulated clock (SimPy). Time unit: simulated seconds.
+"""Federated training on a simulated clock (SimPy), synchronous or asynchronous. Time unit: simulated seconds.
 
-Scenario: each round the server invites ceil(1.3 K) devices among those that are available, charged
-enough and able to hold the model in memory. Each invited device downloads the global adapter over its
+Scenario, synchronous strategies: each round the server invites ceil(1.3 K) devices among those that are
+available, charged enough and able to hold the model in memory. Each invited device downloads the global adapter over its
 cell's downlink, shared with the other downloads in the cell; trains for the scenario's local steps at its
 own speed; and uploads its update over the cell's shared uplink, then the cell's backhaul carries it to the
 server. A session can end early, at a sampled instant, for a recorded reason: the device went offline
@@ -9,7 +9,13 @@ server. A session can end early, at a sampled instant, for a recorded reason: th
 the outage threshold after fading). With the `deadline` policy the round closes when K updates have
 arrived or the deadline passes; with `k_fastest` (FedScale) it closes at the K-th arrival. Whoever is still
 working then is cut off as a straggler. With at least `min_reports` updates the server aggregates them into
-a new global version; otherwise the round is abandoned.
+a new global version; otherwise the round is abandoned. Under FedProx a straggler that would miss the
+deadline trains only the steps that fit and sends that partial work.
+
+Scenario, asynchronous strategies (FedBuff, FedAsync): the server keeps `concurrency` devices at work.
+Each starts from the global version current when it is invited; whenever a session ends, another device
+is invited. Each arrival is admitted (or dropped as too stale) into a buffer, and the server aggregates
+whenever the strategy says the buffer is ready. There are no deadlines: stragglers are late, not lost.
 
 The clock decides first, the host works second: a session's fate depends only on sampled device, channel
 and hazard draws, never on training results, so the emulator asks the worker pool to train a client only
@@ -27,23 +33,27 @@ import numpy as np
 import simpy
 import torch
 
-from aggregation import ClientUpdate, Strategy
+from aggregation import AggregationError, ClientConfig, Strategy
 from fleet.cells import CellLink, Multicast, TraceLink
+from fleet.clients import ClientSide
 from fleet.devices import Fleet
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
 from network_models import RateTrace, SharedBand, fading_gain_db, path_loss_db, shannon_rate_bps, snr_db
 
-OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus")
+OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus",
+            "stale")
 
 
 class Host(Protocol):
     """Where real training happens (fleet.pool.WorkerPool); handles are opaque."""
 
-    def put_adapter(self, adapter: torch.Tensor) -> Any: ...
-    def train(self, job: TrainJob, adapter: Any) -> Any: ...
-    def evaluate(self, adapter: Any) -> Any: ...
+    def put(self, tensor: torch.Tensor | None) -> Any: ...
+    def train(self, job: TrainJob, start: Any, base_delta: Any) -> Any: ...
+    def evaluate(self, adapter: Any, base_delta: Any) -> Any: ...
+    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
+                        base_delta: Any) -> Any: ...
     def get(self, handles: list) -> list: ...
 
 
@@ -109,7 +119,7 @@ class SessionLog:
 
     __slots__ = ("device", "round", "base_version", "t_start", "t_end", "outcome", "phase", "download_s",
                  "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "energy_j", "uplink_mbps",
-                 "downlink_mbps")
+                 "downlink_mbps", "steps", "staleness")
     COLUMNS = __slots__
 
     def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
@@ -120,6 +130,28 @@ class SessionLog:
         self.bytes_down_air = 0.0  # this session's share of what the cell's downlink sent (multicast: 1/n)
         self.energy_j = 0.0
         self.uplink_mbps = self.downlink_mbps = float("nan")
+        self.steps = 0  # local steps trained (fewer than asked for: partial work)
+        self.staleness = -1  # server versions published while it trained; -1: no update arrived
+
+
+@dataclass
+class Arrival:
+    """An update that reached the server: its session, what it was asked, and the training handle."""
+
+    log: SessionLog
+    config: ClientConfig
+    handle: Any
+
+
+class Cohort:
+    """Sessions invited together, from one global version. Synchronous rounds have one cohort; an
+    asynchronous server opens one each time it invites."""
+
+    def __init__(self, env: simpy.Environment, key: int, version: int, adapter: torch.Tensor, adapter_ref: Any,
+                 base_ref: Any, deadline_at: float, k: int | None):
+        self.key, self.version, self.adapter = key, version, adapter
+        self.adapter_ref, self.base_ref, self.deadline_at, self.k = adapter_ref, base_ref, deadline_at, k
+        self.enough = env.event()  # the K-th arrival (synchronous rounds)
 
 
 class Emulator:
@@ -135,15 +167,18 @@ class Emulator:
         selector,
         adapter: torch.Tensor,
         strategy: Strategy,
+        clients: ClientSide,
         host: Host | None,
         sink: Sink,
         ranks: np.ndarray | None = None,
+        personal_eval_clients: int = 32,
         on_progress=lambda row: None,
     ):
         self.env = simpy.Environment()
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
         self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
-        self.strategy, self.host, self.sink, self.on_progress = strategy, host, sink, on_progress
+        self.strategy, self.clients, self.host, self.sink = strategy, clients, host, sink
+        self.on_progress, self.personal_eval_clients = on_progress, personal_eval_clients
         self.adapter = adapter
         self.version = 0
         # The LoRA rank each device can train at (model.memory_policy); 0: it cannot train. None: all full rank.
@@ -156,7 +191,12 @@ class Emulator:
         self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
         self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
         self._charged_until = 0.0
-        self._pending_eval: tuple[dict, Any] | None = None
+        self._pending_eval: tuple[dict, Any, list] | None = None
+        self._adapter_ref = self._base_ref = None
+        self._ended: list[SessionLog] = []  # sessions ended since the server last looked
+        self._finished: list[int] = []  # devices whose session ended since the asynchronous server woke
+        self._arrivals: list[Arrival] = []
+        self._wake: simpy.Event | None = None
 
     def _links(self, band_hz: float, trace, direction: str) -> list:
         """One shared band per cell, or one trace replayed by every device (from its own offset)."""
@@ -168,68 +208,145 @@ class Emulator:
         return [TraceLink(self.env, trace, offsets)] * cells
 
     def run(self) -> torch.Tensor:
-        """Run every round; returns the final global adapter."""
-        server = self.env.process(self.server())
+        """Run until `rules.rounds` server versions (or rounds) are done; returns the final global adapter."""
+        story = self.asynchronous_server() if self.strategy.asynchronous else self.synchronous_server()
+        server = self.env.process(story)
         self.env.run(until=server)  # pending hazard timers of closed rounds are not waited for
         self._finish_eval()
         return self.adapter
 
-    # --- the server's story -----------------------------------------------------------------------
+    # --- the server's stories ----------------------------------------------------------------------
 
-    def server(self):
-        self._evaluate(self._round_row(0, 0.0, {}, 0, False, float("nan")))
+    def synchronous_server(self):
+        self._publish()
+        self._evaluate(self._row(0, 0.0, [], [], False))
         for rnd in range(1, self.rules.rounds + 1):
             opened = self.env.now
-            self.fleet.charge(self._charged_until, opened)
-            self._charged_until = opened
+            self._charge()
             invited = self.select(rnd)
-            state = RoundState(self.env, rnd, self.version, self.rules.clients_per_round)
-            adapter_ref = self.host.put_adapter(self.adapter) if self.host else None
-            sessions = [self.env.process(self.session(state, plan, adapter_ref)) for plan in self.plan(rnd, invited)]
-            waits = [state.enough, self.env.all_of(sessions)]
+            deadline_at = opened + self.rules.deadline_s if self.rules.policy == "deadline" else float("inf")
+            cohort = self._cohort(rnd, deadline_at, self.rules.clients_per_round)
+            sessions = [self.env.process(self.session(cohort, plan)) for plan in self.plan(rnd, invited)]
+            waits = [cohort.enough, self.env.all_of(sessions)]
             if self.rules.policy == "deadline":
                 waits.append(self.env.timeout(self.rules.deadline_s))
             if not sessions:  # nobody to invite: wait before asking again
-                waits = [self.env.timeout(self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else 60.0)]
+                waits = [self.env.timeout(self._retry_s())]
             yield self.env.any_of(waits)
-            reason = "surplus" if state.enough.triggered else "missed_deadline"
+            reason = "surplus" if cohort.enough.triggered else "missed_deadline"
             for proc in sessions:
                 if proc.is_alive:
                     proc.interrupt(reason)
             yield self.env.timeout(0)  # let the cut-off sessions record themselves
-            self.close_round(state, opened)
-        self.fleet.charge(self._charged_until, self.env.now)
+            arrivals, self._arrivals = sorted(self._arrivals, key=lambda a: a.log.device), []
+            aggregate = len(arrivals) >= self.rules.min_reports
+            if aggregate:
+                yield from self._extra_round_trips()
+            self._close(rnd, opened, arrivals if aggregate else [])
 
-    def session(self, state: "RoundState", plan: dict, adapter_ref):
-        """One device's round: download, train, upload, unless something ends it first."""
+    def asynchronous_server(self):
+        """Keep `concurrency` devices at work; aggregate whenever the strategy's buffer is ready."""
+        self._publish()
+        self._evaluate(self._row(0, 0.0, [], [], False))
+        concurrency = self.strategy.concurrency or self.rules.selected
+        busy: dict[int, simpy.Process] = {}
+        buffer: list[Arrival] = []
+        invitations, opened = 0, 0.0
+        while self.version < self.rules.rounds:
+            self._charge()
+            if len(busy) < concurrency:
+                invitations += 1
+                invited = self.select(invitations, busy=np.fromiter(busy, dtype=np.int64),
+                                      k=concurrency - len(busy))
+                cohort = self._cohort(invitations, float("inf"), None)
+                for plan in self.plan(invitations, invited):
+                    busy[plan["device"]] = self.env.process(self.session(cohort, plan))
+            self._wake = self.env.event()
+            yield self._wake if busy else self._wake | self.env.timeout(self._retry_s())
+            for device in self._finished:
+                busy.pop(device, None)
+            self._finished = []
+            buffer += self._arrivals
+            self._arrivals = []
+            if buffer and self.strategy.ready(len(buffer)):
+                self._close(self.version + 1, opened, sorted(buffer, key=lambda a: a.log.device))
+                buffer, opened = [], self.env.now
+        for proc in busy.values():  # the run has its versions: whoever still works is not needed
+            if proc.is_alive:
+                proc.interrupt("surplus")
+        yield self.env.timeout(0)
+        self._record_sessions(self.version)
+        self._charge()
+
+    def _retry_s(self) -> float:
+        return self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else 60.0
+
+    def _cohort(self, key: int, deadline_at: float, k: int | None) -> Cohort:
+        return Cohort(self.env, key, self.version, self.adapter, self._adapter_ref, self._base_ref, deadline_at, k)
+
+    def _extra_round_trips(self):
+        """Protocols with message rounds beyond the upload (secure aggregation) wait a round trip for each."""
+        trips = getattr(self.strategy, "extra_round_trips", 0)
+        if trips:
+            yield self.env.timeout(trips * 2 * self.radio.backhaul_latency_s)
+
+    def session(self, cohort: Cohort, plan: dict):
+        """One device's session: download, train, upload, unless something ends it first."""
         d = plan["device"]
-        log = SessionLog(d, state.round, state.version, self.env.now)
+        log = SessionLog(d, cohort.key, cohort.version, self.env.now)
         if np.isfinite(plan["hazard_s"]):
             self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
         fleet, radio = self.fleet, self.radio
         cls = fleet.classes[fleet.cls[d]]
+        config = self.strategy.configure(d, cohort.version)
         try:
             downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
-            yield from self.transfer(log, "download", downlink, self.bytes_down[d], radio.bs_power_dbm,
+            yield from self.transfer(log, "download", downlink, self._download_bytes(d), radio.bs_power_dbm,
                                      self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
                                      lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6)
             log.phase = "train"
-            yield from self.spend(log, "train", self.env.timeout(plan["train_s"]), cls.compute_power_w)
+            log.steps, train_s = self._local_work(cohort, plan, config)
+            yield from self.spend(log, "train", self.env.timeout(train_s), cls.compute_power_w)
             yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
                                      cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], radio.uplink_hz,
                                      lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6)
             log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
             yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
-            if state.enough.triggered:  # arrived in the same instant as the K-th
+            if cohort.enough.triggered:  # arrived in the same instant as the K-th
                 raise Dropped("surplus")
-            log.outcome, log.phase = "completed", "done"
-            state.arrive(d, self._train(state, d, adapter_ref))
+            if not self.strategy.admit(cohort.version, self.version):
+                raise Dropped("stale")
+            log.outcome, log.phase, log.staleness = "completed", "done", self.version - cohort.version
+            self._arrivals.append(Arrival(log, config, self._train(cohort, d, log.steps, config)))
+            if cohort.k is not None and len(self._arrivals) == cohort.k:
+                cohort.enough.succeed()
         except Dropped as drop:
             log.outcome = drop.reason
         except simpy.Interrupt as stop:
             log.outcome = stop.cause
         log.t_end = self.env.now
-        state.ended.append(log)
+        self._ended.append(log)
+        self._finished.append(d)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def _local_work(self, cohort: Cohort, plan: dict, config: ClientConfig) -> tuple[int, float]:
+        """Local steps and their duration. With partial work (FedProx), a device that would miss the
+        deadline trains only the steps that leave time for its upload (estimated at its share of the
+        uplink when the round's K devices upload at once)."""
+        steps, train_s = self.rules.local_steps, plan["train_s"]
+        if config.partial_work and np.isfinite(cohort.deadline_at):
+            step_s = train_s / steps
+            fit = int((cohort.deadline_at - self.env.now - plan["upload_estimate_s"]) // step_s)
+            if 1 <= fit < steps:
+                return fit, fit * step_s
+        return steps, train_s
+
+    def _download_bytes(self, d: int) -> int:
+        """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
+        layout = self.clients.layout
+        values = self.strategy.download_values() if layout.size else 0
+        return int(self.bytes_down[d] * (values / layout.size if layout.size else 1.0))
 
     def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> None:
         """The sampled instant at which the device leaves; it only matters while the device still has work
@@ -278,10 +395,13 @@ class Emulator:
 
     # --- the clock's decisions ---------------------------------------------------------------------
 
-    def select(self, rnd: int) -> np.ndarray:
-        """Invite devices among those available, eligible and charged enough; sorted device ids."""
+    def select(self, key: int, busy: np.ndarray | None = None, k: int | None = None) -> np.ndarray:
+        """Invite up to k (default: the round's selection) devices among those available, eligible, charged
+        enough and not already at work; sorted device ids."""
         fleet, rules, now = self.fleet, self.rules, self.env.now
         ok = self.eligible & (fleet.charge_fraction(np.arange(len(fleet))) >= rules.min_charge)
+        if busy is not None:
+            ok[busy] = False
         candidates = np.flatnonzero(ok)
         candidates = candidates[fleet.available(now, candidates)]
         if rules.only_while_charging:
@@ -299,7 +419,7 @@ class Emulator:
             samples=self.num_samples[fleet.data_client[candidates]],
             history=self.history,
         )
-        return np.sort(self.selector.select(ctx, rules.selected, stream(self.seed, "select", rnd)))
+        return np.sort(self.selector.select(ctx, k or rules.selected, stream(self.seed, "select", key)))
 
     def plan(self, rnd: int, devices: np.ndarray) -> list[dict]:
         """Each invitee's draws for this round, all vectorised: fading per transfer, the first hazard
@@ -312,6 +432,11 @@ class Emulator:
         fade_up = fading_gain_db(stream(self.seed, "fading-up", rnd), self.radio.fading, n, self.radio.k_factor_db)
         fade_down = fading_gain_db(stream(self.seed, "fading-down", rnd), self.radio.fading, n, self.radio.k_factor_db)
         train_s = self.cost.flops / fleet.flops[devices]
+        # What a device expects its upload to take when the round's K devices share the cell's uplink.
+        share_hz = self.radio.uplink_hz / self.rules.clients_per_round
+        upload_rate = shannon_rate_bps(share_hz, fleet.per_class("tx_power_dbm", devices),
+                                       self.loss_db[devices] - fade_up, self.radio.noise_figure_db)
+        upload_estimate_s = 8.0 * self.bytes_up[devices] / np.maximum(upload_rate, 1.0)
         multicasts = self._multicasts(devices, fade_down) if self.radio.multicast else {}
         return [
             {
@@ -322,6 +447,7 @@ class Emulator:
                 "fade_up_db": float(fade_up[i]),
                 "fade_down_db": float(fade_down[i]),
                 "train_s": float(train_s[i]),
+                "upload_estimate_s": float(upload_estimate_s[i]),
             }
             for i, d in enumerate(devices)
         ]
@@ -337,7 +463,7 @@ class Emulator:
         for cell in np.unique(cells):
             ok = (cells == cell) & (snr >= radio.outage_snr_db)
             if ok.any():
-                bits = 8.0 * float(self.bytes_down[devices[ok]].max())
+                bits = 8.0 * max(self._download_bytes(int(d)) for d in devices[ok])
                 out[int(cell)] = Multicast(self.env, bits, float(rate[ok].min()), int((cells == cell).sum()))
         return out
 
@@ -356,95 +482,123 @@ class Emulator:
 
     # --- the server's books ------------------------------------------------------------------------
 
-    def _train(self, state: "RoundState", d: int, adapter_ref):
+    def _charge(self) -> None:
+        self.fleet.charge(self._charged_until, self.env.now)
+        self._charged_until = self.env.now
+
+    def _publish(self) -> None:
+        """Put the current global adapter (and FLoRA's merged base) where workers can read it."""
+        if self.host is not None:
+            self._adapter_ref = self.host.put(self.adapter)
+            self._base_ref = self.host.put(self.strategy.base_delta)
+
+    def _train(self, cohort: Cohort, d: int, steps: int, config: ClientConfig):
+        """Ask the host to train what the clock says arrived; a handle to the result."""
         if self.host is None:
             return None
-        job = TrainJob(client=d, data_client=int(self.fleet.data_client[d]), round=state.round,
-                       base_version=state.version, steps=self.rules.local_steps,
-                       rank=None if self.ranks is None else int(self.ranks[d]))
-        return self.host.train(job, adapter_ref)
+        start = cohort.adapter_ref
+        if self.clients.keeps_personal:
+            start = self.host.put(self.clients.start(d, cohort.adapter))
+        job = TrainJob(client=d, data_client=int(self.fleet.data_client[d]), round=cohort.key,
+                       base_version=cohort.version, steps=steps,
+                       rank=None if self.ranks is None else int(self.ranks[d]), prox_mu=config.prox_mu,
+                       groups=self.strategy.groups, poison=bool(self.clients.poisons(d)))
+        return self.host.train(job, start, cohort.base_ref)
 
-    def close_round(self, state: "RoundState", opened: float) -> None:
-        logs = sorted(state.ended, key=lambda s: s.device)
+    def _record_sessions(self, rnd: int) -> list[SessionLog]:
+        logs, self._ended = sorted(self._ended, key=lambda s: (s.device, s.t_start)), []
         columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
+        columns["round"] = [rnd] * len(logs)
         columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
         columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
         columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
         self.sink.sessions(columns)
-        arrived = sorted(state.arrived)  # fixed order: sums do not depend on arrival order or worker count
-        abandoned = len(arrived) < self.rules.min_reports
-        train_loss = float("nan")
         for s in logs:
             if s.outcome == "completed":
                 self.history.last_duration_s[s.device] = s.t_end - s.t_start
-        if not abandoned:
-            if self.host is not None:
-                results: list[TrainResult] = self.host.get([state.arrived[d] for d in arrived])
-                updates = [ClientUpdate(r.job.client, r.delta, int(self.num_samples[r.job.data_client]),
-                                        r.job.base_version, r.job.steps) for r in results]
-                self.adapter = self.strategy.aggregate(self.adapter, self.version, updates)
-                train_loss = float(np.mean([r.loss_last for r in results]))
-                for r in results:
-                    self.history.last_loss[r.job.client] = r.loss_first
+        return logs
+
+    def _close(self, rnd: int, opened: float, arrivals: list[Arrival]) -> None:
+        """Aggregate what arrived (nothing: an abandoned round), record the sessions and the round."""
+        logs = self._record_sessions(rnd)
+        train_loss, payload, error = float("nan"), 0, ""
+        if arrivals and self.host is not None:
+            results: list[TrainResult] = self.host.get([a.handle for a in arrivals])
+            sent = [self.clients.send(r, a.config, int(self.num_samples[r.job.data_client]))
+                    for r, a in zip(results, arrivals)]
+            try:
+                self.adapter = self.strategy.aggregate(self.adapter, self.version, [u for u, _ in sent])
+            except AggregationError as err:  # the protocol aborts this step (secure aggregation short of
+                error, arrivals = str(err), []  # survivors); the run goes on from the same version
+            payload = sum(n for _, n in sent)
+            train_loss = float(np.mean([r.loss_last for r in results]))
+            for r in results:
+                self.history.last_loss[r.job.client] = r.loss_first
+        if arrivals:
             self.version += 1
-        row = self._round_row(state.round, opened, columns, len(arrived), abandoned, train_loss)
-        last = state.round == self.rules.rounds
-        if abandoned or (state.round % self.rules.eval_every and not last):
+            self._publish()
+        row = self._row(rnd, opened, logs, arrivals, not arrivals)
+        row.update(train_loss=train_loss, payload_bytes=payload, aggregation_error=error, **self.strategy.metrics())
+        last = self.version >= self.rules.rounds if self.strategy.asynchronous else rnd == self.rules.rounds
+        if not arrivals or (self.version % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order
-            self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
+            self._emit(row)
         else:
             self._evaluate(row)  # without a host, this records the row without a loss
 
-    def _round_row(self, rnd: int, opened: float, columns: dict, completed: int, abandoned: bool,
-                   train_loss: float) -> dict:
-        outcomes = columns.get("outcome", [])
+    def _row(self, rnd: int, opened: float, logs: list[SessionLog], arrivals: list[Arrival],
+             abandoned: bool) -> dict:
+        outcomes = [s.outcome for s in logs]
+        staleness = [a.log.staleness for a in arrivals]
         return {
             "round": rnd,
             "version": self.version,
             "t_start": opened,
             "t_end": self.env.now,
             "duration_s": self.env.now - opened,
-            "selected": len(outcomes),
-            "completed": completed,
+            "selected": len(logs),  # sessions that ended in this round (asynchronous: since the last version)
+            "completed": len(arrivals),
             **{outcome: outcomes.count(outcome) for outcome in OUTCOMES if outcome != "completed"},
             "abandoned": abandoned,
-            "bytes_up": int(sum(columns.get("bytes_up", []))),
-            "bytes_down": int(round(sum(columns.get("bytes_down_air", [])))),  # sent by the cells
-            "energy_j": float(sum(columns.get("energy_j", []))),
-            "train_loss": train_loss,
+            "bytes_up": int(sum(s.bytes_up for s in logs)),
+            "bytes_down": int(round(sum(s.bytes_down_air for s in logs))),  # sent by the cells
+            "energy_j": float(sum(s.energy_j for s in logs)),
+            "staleness_mean": float(np.mean(staleness)) if staleness else float("nan"),
+            "staleness_max": int(max(staleness)) if staleness else 0,
         }
 
     def _evaluate(self, row: dict) -> None:
-        """Held-out loss of the new version, computed while the next round trains and recorded after it."""
+        """Held-out loss of the new version, computed while the next round trains and recorded after it.
+        With personal parts, also each of a sample of clients' loss on its own held-out text, with its
+        personal part and with the global adapter alone."""
         if self.host is None:
             self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
             return
-        ref = self.host.evaluate(self.host.put_adapter(self.adapter))
+        ref = self.host.evaluate(self._adapter_ref, self._base_ref)
+        personal = []
+        if self.clients.keeps_personal and self.clients.personal:
+            devices = np.array(sorted(self.clients.personal))
+            pick = stream(self.seed, "personal-eval").permutation(len(devices))[: self.personal_eval_clients]
+            for d in np.sort(devices[pick]):
+                adapters = [self.clients.start(int(d), self.adapter), self.adapter]
+                personal.append(self.host.evaluate_client(int(self.fleet.data_client[d]), adapters, 4,
+                                                          self._base_ref))
         self._finish_eval()
-        self._pending_eval = (row, ref)
+        self._pending_eval = (row, ref, personal)
 
     def _finish_eval(self) -> None:
-        if self._pending_eval is not None:
-            row, ref = self._pending_eval
-            self._pending_eval = None
-            loss = float(self.host.get([ref])[0])
-            self._emit({**row, "eval_loss": loss, "eval_ppl": float(np.exp(loss))})
+        if self._pending_eval is None:
+            return
+        row, ref, personal = self._pending_eval
+        self._pending_eval = None
+        loss = float(self.host.get([ref])[0])
+        row = {**row, "eval_loss": loss, "eval_ppl": float(np.exp(loss))}
+        if personal:
+            pairs = np.array(self.host.get(personal))  # (clients, 2): own part, global alone
+            row.update(personal_loss=float(pairs[:, 0].mean()), personal_global_loss=float(pairs[:, 1].mean()),
+                       personal_clients=len(pairs))
+        self._emit(row)
 
     def _emit(self, row: dict) -> None:
         self.sink.round(row)
         self.on_progress(row)
-
-
-class RoundState:
-    """Who has arrived in one round, and the event that fires at the K-th arrival."""
-
-    def __init__(self, env: simpy.Environment, rnd: int, version: int, k: int):
-        self.round, self.version, self.k = rnd, version, k
-        self.enough = env.event()
-        self.arrived: dict[int, Any] = {}  # device -> training handle
-        self.ended: list[SessionLog] = []
-
-    def arrive(self, device: int, handle: Any) -> None:
-        self.arrived[device] = handle
-        if len(self.arrived) == self.k:
-            self.enough.succeed()

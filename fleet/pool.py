@@ -17,7 +17,17 @@ import torch
 
 from fleet.base_model import load_base_model
 from fleet.data import PackedTokens
-from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainResult, TrainSettings, wrap_with_lora
+from fleet.rng import stream
+from fleet.trainer import (
+    LocalTrainer,
+    LoraSpec,
+    TrainJob,
+    TrainResult,
+    TrainSettings,
+    adapter_layout,
+    windows,
+    wrap_with_lora,
+)
 
 
 @contextmanager
@@ -57,22 +67,30 @@ class TrainerActor:
         lora: LoraSpec,
         settings: TrainSettings,
         threads: int,
-        tokens: np.ndarray,
-        offsets: np.ndarray,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
         eval_windows: torch.Tensor,
     ):
         # One thread per actor: results then do not depend on how many actors share a machine.
         torch.set_num_threads(threads)
         model = wrap_with_lora(load_base_model(model_path), lora, settings.seed)
-        self.trainer = LocalTrainer(model, settings)
-        self.data = PackedTokens(tokens, offsets)
+        self.trainer = LocalTrainer(model, settings, adapter_layout(model, lora))
+        self.train_data, self.test_data = PackedTokens(*train), PackedTokens(*test)
         self.eval_windows = eval_windows
 
-    def train(self, job: TrainJob, adapter: torch.Tensor) -> TrainResult:
-        return self.trainer.train(job, adapter, self.data.get(job.data_client))
+    def train(self, job: TrainJob, start: torch.Tensor, base_delta: torch.Tensor | None) -> TrainResult:
+        return self.trainer.train(job, start, self.train_data.get(job.data_client), base_delta)
 
-    def evaluate(self, adapter: torch.Tensor) -> float:
-        return self.trainer.evaluate(adapter, self.eval_windows)
+    def evaluate(self, adapter: torch.Tensor, base_delta: torch.Tensor | None) -> float:
+        return self.trainer.evaluate(adapter, self.eval_windows, base_delta=base_delta)
+
+    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
+                        base_delta: torch.Tensor | None) -> list[float]:
+        """Loss of each adapter on windows of one client's own held-out text (personalised evaluation)."""
+        s = self.trainer.settings
+        rng = stream(s.seed, "client-eval", data_client)
+        text = windows(self.test_data.get(data_client), rng.integers(0, 2**31, n_windows), s.seq_len + 1)
+        return [self.trainer.evaluate(a, text, base_delta=base_delta) for a in adapters]
 
 
 class WorkerPool:
@@ -86,13 +104,14 @@ class WorkerPool:
         lora: LoraSpec,
         settings: TrainSettings,
         train_data: PackedTokens,
+        test_data: PackedTokens,
         eval_windows: torch.Tensor,
     ):
-        tokens_ref, offsets_ref = ray.put(train_data.tokens), ray.put(train_data.offsets)
-        eval_ref = ray.put(eval_windows)
+        train_ref = ray.put((train_data.tokens, train_data.offsets))
+        test_ref, eval_ref = ray.put((test_data.tokens, test_data.offsets)), ray.put(eval_windows)
         self._actors = [
             TrainerActor.options(num_cpus=threads_per_worker).remote(
-                model_path, lora, settings, threads_per_worker, tokens_ref, offsets_ref, eval_ref
+                model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref
             )
             for _ in range(num_workers)
         ]
@@ -107,14 +126,18 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    def put_adapter(self, adapter: torch.Tensor) -> ray.ObjectRef:
-        return ray.put(adapter)
+    def put(self, tensor: torch.Tensor | None) -> ray.ObjectRef | None:
+        return None if tensor is None else ray.put(tensor)
 
-    def train(self, job: TrainJob, adapter_ref: ray.ObjectRef) -> ray.ObjectRef:
-        return self._submit("train", job, adapter_ref)
+    def train(self, job: TrainJob, start_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
+        return self._submit("train", job, start_ref, base_ref)
 
-    def evaluate(self, adapter_ref: ray.ObjectRef) -> ray.ObjectRef:
-        return self._submit("evaluate", adapter_ref)
+    def evaluate(self, adapter_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
+        return self._submit("evaluate", adapter_ref, base_ref)
+
+    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
+                        base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
+        return self._submit("evaluate_client", data_client, adapters, n_windows, base_ref)
 
     def _submit(self, method: str, *args) -> ray.ObjectRef:
         i = self._least_loaded()

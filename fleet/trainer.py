@@ -1,18 +1,21 @@
 """Local LoRA training of one client, as a worker runs it. Plain torch and peft: no Ray, no clock.
 
-A worker holds one frozen base model wrapped with LoRA. A client is only its tokens plus the adapter it
-starts from, so serving a client means copying a flat vector into the LoRA tensors, running a few optimiser
-steps and copying the result out. Every random draw (batch windows, dropout) is seeded from
+A worker holds one frozen base model wrapped with LoRA (and, optionally, bottleneck adapters). A client is
+only its tokens plus the adapter it starts from, so serving a client means copying a flat vector into the
+trainable tensors, running a few optimiser steps and copying the result out. What the server asks of a
+client (a proximal term, entries it keeps frozen, a smaller rank) travels in its `TrainJob`. Every random draw (batch windows, dropout) is seeded from
 (seed, client, round), so the result does not depend on which worker runs it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from aggregation import AdapterLayout, ParameterGroups
 from fleet.rng import stream, stream_key
 
 
@@ -22,6 +25,7 @@ class LoraSpec:
     alpha: float
     dropout: float
     target_modules: tuple[str, ...]
+    bottleneck: int = 0  # width of a bottleneck adapter after each block's MLP; 0: none
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class TrainJob:
     base_version: int
     steps: int
     rank: int | None = None  # a device that cannot hold the full rank trains only the first `rank` components
+    prox_mu: float = 0.0  # adds mu/2 ||w - w_start||^2 over the entries the client shares (FedProx, PWFF)
+    groups: ParameterGroups = ParameterGroups()  # entries kept personal (no proximal term) or frozen
+    poison: bool = False  # an attacker: trains on random tokens instead of its data
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,33 @@ class TrainResult:
     loss_last: float
 
 
+class Bottleneck(torch.nn.Module):
+    """A Houlsby-style adapter on a block's MLP output h: h + up(gelu(down(h))). `up` starts at zero, so a
+    new adapter leaves the model unchanged."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.down = torch.nn.Linear(hidden, width)
+        self.up = torch.nn.Linear(width, hidden)
+        torch.nn.init.zeros_(self.up.weight)
+        torch.nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up(torch.nn.functional.gelu(self.down(h)))
+
+
+def add_bottlenecks(model: torch.nn.Module, width: int) -> None:
+    """Attach a bottleneck adapter to every decoder block (as `block.bottleneck`, applied by a forward hook
+    on `block.mlp`), leaving the names of the base and LoRA parameters unchanged."""
+    for block in model.base_model.model.model.layers:
+        block.bottleneck = Bottleneck(block.mlp.down_proj.out_features, width)
+        block.mlp.register_forward_hook(lambda module, args, out, adapter=block.bottleneck: adapter(out))
+
+
 def wrap_with_lora(base: torch.nn.Module, lora: LoraSpec, seed: int) -> torch.nn.Module:
-    """The base model with LoRA adapters; only the adapters are trainable. A is initialised from the
-    run's seed so that every worker and the server agree on the initial global adapter."""
+    """The base model with LoRA (and bottleneck) adapters; only the adapters are trainable. They are
+    initialised from the run's seed so that every worker and the server agree on the initial global
+    adapter."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(stream_key(seed, "lora-init") % 2**63)
@@ -66,7 +97,15 @@ def wrap_with_lora(base: torch.nn.Module, lora: LoraSpec, seed: int) -> torch.nn
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(base, config)
+    model = get_peft_model(base, config)
+    if lora.bottleneck:
+        add_bottlenecks(model, lora.bottleneck)
+    return model
+
+
+def adapter_layout(model: torch.nn.Module, lora: LoraSpec) -> AdapterLayout:
+    named = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad]
+    return AdapterLayout.from_shapes(named, lora.r, lora.alpha / lora.r)
 
 
 def adapter_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -106,59 +145,85 @@ def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 class LocalTrainer:
-    """What one worker does: train a client from a global adapter, or evaluate an adapter."""
+    """What one worker does: train a client from a start adapter, or evaluate an adapter."""
 
-    def __init__(self, model: torch.nn.Module, settings: TrainSettings):
+    def __init__(self, model: torch.nn.Module, settings: TrainSettings, layout: AdapterLayout):
         self.model = model
         self.settings = settings
+        self.layout = layout
+        self._base_weights: list[torch.Tensor] | None = None  # the base's own weights, kept for FLoRA merges
+        self._base_key: bytes | None = None
 
-    def train(self, job: TrainJob, global_adapter: torch.Tensor, tokens: np.ndarray) -> TrainResult:
+    def train(self, job: TrainJob, start: torch.Tensor, tokens: np.ndarray,
+              base_delta: torch.Tensor | None = None) -> TrainResult:
+        """`start`: the adapter the client begins from (the global one, with its personal entries where it
+        keeps some). The result's delta covers every entry; the caller decides what is sent."""
         s = self.settings
-        set_flat(self.model, global_adapter)
-        masks = self._truncation(job.rank)
-        if masks is not None:  # rank r_k: components beyond r_k are absent on this device (HetLoRA-style)
-            with torch.no_grad():
-                for p, m in zip(adapter_params(self.model), masks):
-                    p[m] = 0.0
+        self.set_base_delta(base_delta)
+        shared, _, frozen = job.groups.masks(self.layout)
+        fixed = frozen.clone()  # entries held at a fixed value during training
+        target = start.clone()
+        if job.rank is not None and job.rank < self.layout.rank:  # absent components (HetLoRA-style) are zero
+            absent = self.layout.beyond_rank(job.rank)
+            target[absent] = 0.0
+            fixed |= absent
+        set_flat(self.model, target)
+        params = adapter_params(self.model)
+        fixed_parts, prox_parts, anchors = self._split(fixed), self._split(shared & ~fixed), self._split(target)
         torch.manual_seed(stream_key(s.seed, "dropout", job.client, job.round) % 2**63)
         rng = stream(s.seed, "batches", job.client, job.round)
-        opt = torch.optim.AdamW(adapter_params(self.model), lr=s.lr, weight_decay=s.weight_decay)
+        if job.poison:
+            tokens = stream(s.seed, "poison", job.client, job.round).integers(
+                0, self.model.config.vocab_size, len(tokens))
+        opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         self.model.train()
         losses = []
         for _ in range(job.steps):
             batch = windows(tokens, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
             loss = lm_loss(self.model, batch)
+            objective = loss
+            if job.prox_mu > 0:
+                objective = loss + job.prox_mu / 2 * sum(((p - a)[m] ** 2).sum()
+                                                         for p, a, m in zip(params, anchors, prox_parts))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if masks is not None:
-                for p, m in zip(adapter_params(self.model), masks):
-                    p.grad[m] = 0.0
+            objective.backward()
             opt.step()
+            with torch.no_grad():  # Adam's moments and weight decay would move fixed entries: put them back
+                for p, a, m in zip(params, anchors, fixed_parts):
+                    p[m] = a[m]
             losses.append(loss.item())
-        delta = get_flat(self.model) - global_adapter
-        if masks is not None:  # the server receives a zero-padded update: absent components are unchanged
-            delta[torch.cat([m.reshape(-1) for m in masks])] = 0.0
+        delta = get_flat(self.model) - target
         return TrainResult(job, delta, int(len(tokens)), losses[0], losses[-1])
 
-    def _truncation(self, rank: int | None) -> list[torch.Tensor] | None:
-        """Per adapter tensor, the entries beyond `rank`: rows of A (r x d_in), columns of B (d_out x r)."""
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        full = next(p.shape[0] for n, p in params if "lora_A" in n)
-        if rank is None or rank >= full:
-            return None
-        masks = []
-        for name, p in params:
-            m = torch.zeros_like(p, dtype=torch.bool)
-            if "lora_A" in name:
-                m[rank:, :] = True
-            elif "lora_B" in name:
-                m[:, rank:] = True
-            masks.append(m)
-        return masks
+    def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """A flat vector cut into the shapes of the adapter tensors."""
+        return [seg.view(flat) for seg in self.layout.segments]
 
     @torch.no_grad()
-    def evaluate(self, adapter: torch.Tensor, eval_windows: torch.Tensor, batch_size: int = 64) -> float:
+    def set_base_delta(self, base_delta: torch.Tensor | None) -> None:
+        """Merge dense LoRA products into the base weights: W = W0 + scaling x base_delta (FLoRA's merged
+        stacks). None restores the base's own weights."""
+        key = None if base_delta is None else hashlib.blake2b(base_delta.numpy().tobytes()).digest()
+        if key == self._base_key:
+            return
+        layers = [self.model.get_submodule(p.module).base_layer for p in self.layout.pairs]
+        if self._base_weights is None:
+            self._base_weights = [layer.weight.detach().clone() for layer in layers]
+        offset = 0
+        for layer, w0 in zip(layers, self._base_weights):
+            if base_delta is None:
+                layer.weight.copy_(w0)
+                continue
+            part = base_delta[offset : offset + w0.numel()].view_as(w0)
+            layer.weight.copy_(w0 + self.layout.scaling * part)
+            offset += w0.numel()
+        self._base_key = key
+
+    @torch.no_grad()
+    def evaluate(self, adapter: torch.Tensor, eval_windows: torch.Tensor, batch_size: int = 64,
+                 base_delta: torch.Tensor | None = None) -> float:
         """Mean token loss of the model with `adapter` over fixed held-out windows (W, T+1)."""
+        self.set_base_delta(base_delta)
         set_flat(self.model, adapter)
         self.model.eval()
         total, count = 0.0, 0

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aggregation import build_strategy
+from aggregation import AdapterLayout, ParameterGroups, Strategy, StrategyContext, build_strategy
+from aggregation.compression import ErrorFeedback, build_codec
 from analysis.recorder import RunRecorder
 from analysis.report import write_report
 from fleet.architectures import Architecture, get_architecture
@@ -33,12 +34,15 @@ from fleet.data import (
     split_client,
 )
 from fleet.devices import Fleet, sample_fleet
+from fleet.attacks import Attack
+from fleet.clients import ClientSide
 from fleet.emulator import Emulator, Radio, RoundRules, SessionCost
 from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
 from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.selection import build_selector
-from fleet.trainer import LoraSpec, TrainSettings, get_flat, set_flat, windows, wrap_with_lora
+from fleet.payload import emulated_values
+from fleet.trainer import LoraSpec, TrainSettings, adapter_layout, get_flat, set_flat, windows, wrap_with_lora
 from network_models import load_trace
 from scenarios.loader import ScenarioError
 from scenarios.schema import Scenario
@@ -55,7 +59,7 @@ class RunOptions:
 
 def lora_spec(scenario: Scenario) -> LoraSpec:
     lora = scenario.model.lora
-    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules))
+    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules), lora.bottleneck)
 
 
 def train_settings(scenario: Scenario) -> TrainSettings:
@@ -126,18 +130,32 @@ def target_architecture(scenario: Scenario) -> Architecture:
     return Architecture.from_hf_config(config, name=scenario.model.path)
 
 
-def session_cost(scenario: Scenario, arch: Architecture, ranks: np.ndarray | None = None) -> SessionCost:
-    """FLOPs and bytes of one session; bytes per device when `ranks` differ. The adapter travels as float32
-    both ways (the global adapter down, the client's update up), truncated to the device's rank."""
-    t, lora = scenario.training, scenario.model.lora
+def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, strategy: Strategy,
+                 ranks: np.ndarray, codec) -> SessionCost:
+    """FLOPs and bytes of one session, bytes per device (ranks differ). A device downloads the shared
+    entries of the global adapter as float32 and uploads its update of them through the codec, both
+    truncated to its rank, for the emulated architecture; protocols with extra messages (secure
+    aggregation) add theirs."""
+    t = scenario.training
     tokens = t.local_steps * t.batch_size * t.seq_len
-    per_rank = lambda r: 4 * lora_param_count(arch, int(r), lora.target_modules)  # noqa: E731
-    if ranks is None:
-        adapter_bytes = per_rank(lora.r)
-    else:
-        values = np.unique(ranks)
-        adapter_bytes = np.array([per_rank(r) if r > 0 else 0 for r in values])[np.searchsorted(values, ranks)]
-    return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, adapter_bytes, adapter_bytes)
+    shared, _, _ = strategy.groups.masks(layout)
+    values = np.unique(ranks)
+    down, up = np.zeros(len(values), np.int64), np.zeros(len(values), np.int64)
+    for i, rank in enumerate(values):
+        if rank > 0:
+            n = emulated_values(arch, layout, shared, int(rank), scenario.model.lora.bottleneck)
+            down[i], up[i] = 4 * n, codec.encoded_bytes(n)
+    extra_up, extra_down = strategy_extra_bytes(strategy, scenario.run.selected)
+    where = np.searchsorted(values, ranks)
+    return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, down[where] + extra_down,
+                       up[where] + extra_up)
+
+
+def strategy_extra_bytes(strategy: Strategy, cohort: int) -> tuple[int, int]:
+    """Bytes per client of a protocol's messages beyond the adapter (secure aggregation's key exchange
+    and unmasking), up and down."""
+    extra = getattr(strategy, "extra_bytes", None)
+    return extra(cohort) if extra is not None else (0, 0)
 
 
 def memory_estimate(scenario: Scenario, arch: Architecture, rank: int | None = None) -> MemoryEstimate:
@@ -147,15 +165,18 @@ def memory_estimate(scenario: Scenario, arch: Architecture, rank: int | None = N
 
 
 def device_ranks(scenario: Scenario, arch: Architecture, fleet: Fleet) -> np.ndarray:
-    """The LoRA rank each device trains at, 0 where it cannot train at all (model.memory_policy)."""
-    r, policy = scenario.model.lora.r, scenario.model.memory_policy
+    """The LoRA rank each device trains at, 0 where it cannot train at all: its class's rank
+    (model.lora.ranks), lowered or excluded where memory is short (model.memory_policy)."""
+    lora, policy = scenario.model.lora, scenario.model.memory_policy
+    cap = np.array([lora.ranks.get(c.name, lora.r) for c in fleet.classes])[fleet.cls]
     if policy == "ignore":
-        return np.full(len(fleet), r)
-    candidates = [r] if policy == "exclude" else [r >> i for i in range(r.bit_length()) if r >> i > 0]
+        return cap
     memory = fleet.memory_gb * 1e9
+    fits = {int(r): memory >= memory_estimate(scenario, arch, int(r)).total_bytes
+            for c in np.unique(cap) for r in ([c] if policy == "exclude" else [c >> i for i in range(8)]) if r > 0}
     ranks = np.zeros(len(fleet), dtype=np.int64)
-    for rank in sorted(candidates):  # larger ranks overwrite smaller ones where they fit
-        ranks[memory >= memory_estimate(scenario, arch, rank).total_bytes] = rank
+    for rank in sorted(fits):  # larger ranks overwrite smaller ones where they fit
+        ranks[fits[rank] & (rank <= cap)] = rank
     return ranks
 
 
@@ -199,13 +220,12 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     data = prepare_data(scenario, tokenizer)
     t = scenario.training
     lora, settings = lora_spec(scenario), train_settings(scenario)
-    strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
+    strategy = build_scenario_strategy(scenario)
     arch = target_architecture(scenario)
     memory = memory_estimate(scenario, arch)
 
     fleet = build_fleet(scenario, len(data.client_ids))
     ranks = device_ranks(scenario, arch, fleet)
-    cost = session_cost(scenario, arch, ranks if scenario.model.memory_policy == "shrink_rank" else None)
     if not ranks.any():
         raise ScenarioError(
             f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
@@ -213,9 +233,20 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             "training.seq_len, quantise (model.weight_dtype) or add larger devices"
         )
 
-    # The server's copy of the model: the initial global adapter and the final save.
-    server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed) if training else None
-    adapter = get_flat(server_model) if training else torch.zeros(0)
+    # The server's copy of the model: the initial global adapter, the adapter layout, the final save.
+    server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
+    layout = adapter_layout(server_model, lora)
+    adapter = get_flat(server_model)
+    check_strategy(scenario, strategy, layout)
+    strategy.setup(StrategyContext(layout, population=len(fleet), cohort=scenario.run.clients_per_round,
+                                   seed=scenario.seed))
+    compression = scenario.strategy.compression
+    codec = build_codec(compression.name, **({"fraction": compression.fraction} if compression.name == "topk" else {}))
+    cost = session_cost(scenario, arch, layout, strategy, ranks, codec)
+    attack = Attack(**scenario.fleet.attack.model_dump())
+    clients = ClientSide(layout, strategy, adapter, scenario.seed, attack,
+                         attack.attackers(scenario.seed, len(fleet)),
+                         None if compression.name == "none" else ErrorFeedback(codec))
 
     run_dir = new_run_dir(scenario, options)
     recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
@@ -229,7 +260,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker))
             pool = stack.enter_context(
                 WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora,
-                           settings, data.train, eval_windows(data, scenario.data.eval_windows, t.seq_len,
+                           settings, data.train, data.test, eval_windows(data, scenario.data.eval_windows, t.seq_len,
                                                               scenario.seed))
             )
             pool.wait_ready()
@@ -252,6 +283,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             selector=build_selector(r.selection.name, **r.selection.params()),
             adapter=adapter,
             strategy=strategy,
+            clients=clients,
             host=pool,
             sink=recorder,
             ranks=ranks,
@@ -259,19 +291,67 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         ).run()
 
     if training:
-        set_flat(server_model, final)
-        server_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    recorder.close(summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, wall_start))
+        save_adapter(server_model, final, strategy, run_dir / "adapter")
+    recorder.close(summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, layout, wall_start))
     if scenario.output.report:
         write_report(run_dir)
     return run_dir
 
 
+def build_scenario_strategy(scenario: Scenario) -> Strategy:
+    section = scenario.strategy
+    strategy = build_strategy(section.name, **section.params())
+    if section.personal is not None or section.frozen is not None:
+        preset = strategy.groups
+        strategy.groups = ParameterGroups(
+            personal=tuple(preset.personal if section.personal is None else section.personal),
+            frozen=tuple(preset.frozen if section.frozen is None else section.frozen),
+        )
+    return strategy
+
+
+def check_strategy(scenario: Scenario, strategy: Strategy, layout: AdapterLayout) -> None:
+    """What only the model's adapter layout can tell: does the strategy share anything at all, and can a
+    round ever bring it enough updates?"""
+    shared, _, _ = strategy.groups.masks(layout)
+    if not shared.any():
+        hint = " (PWFF shares the bottleneck adapters: set model.lora.bottleneck)" if strategy.name == "pwff" else ""
+        raise ScenarioError(f"strategy: {strategy.name} with personal {list(strategy.groups.personal)} and frozen "
+                            f"{list(strategy.groups.frozen)} leaves no parameter to aggregate{hint}")
+    compression = scenario.strategy.compression.name
+    if compression != "none" and strategy.name == "secagg_fedavg":
+        raise ScenarioError("strategy.compression: secure aggregation masks every entry of the upload; "
+                            "use compression 'none' with secagg_fedavg")
+    if compression != "none" and getattr(strategy, "clipping", None) == "client":
+        raise ScenarioError("strategy.compression: error feedback can push a client's upload past its clip "
+                            "norm; use clipping 'server' or compression 'none'")
+    need = strategy.min_updates
+    if not strategy.asynchronous and scenario.run.min_reports < need:
+        raise ScenarioError(f"run.min_reports: {strategy.name} needs at least {need} updates to aggregate; "
+                            f"set run.min_reports to {need} or more")
+
+
+def save_adapter(model, adapter: torch.Tensor, strategy: Strategy, folder: Path) -> None:
+    """The final global adapter in PEFT format; bottleneck adapters and FLoRA's merged weights, which PEFT
+    does not know, beside it."""
+    from safetensors.torch import save_file
+
+    set_flat(model, adapter)
+    model.save_pretrained(folder, safe_serialization=True)
+    extra = {n: p.detach().contiguous() for n, p in model.named_parameters() if ".bottleneck." in n}
+    if extra:
+        save_file(extra, str(folder / "bottleneck.safetensors"))
+    if strategy.base_delta is not None:
+        save_file({"base_delta": strategy.base_delta.contiguous()}, str(folder / "base_delta.safetensors"))
+
+
 def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fleet: Fleet, ranks: np.ndarray,
-              arch: Architecture, cost: SessionCost, memory: MemoryEstimate, wall_start: float) -> dict:
+              arch: Architecture, cost: SessionCost, memory: MemoryEstimate, layout: AdapterLayout,
+              wall_start: float) -> dict:
     rounds = recorder.rounds_rows
     sessions = recorder.sessions_frame()
     losses = [row["eval_loss"] for row in rounds if not np.isnan(row["eval_loss"])]
+    personal = [row for row in rounds if not np.isnan(row.get("personal_loss", np.nan))]
     done = [row for row in rounds if row["round"] > 0]
     return {
         "scenario": scenario.name,
@@ -282,6 +362,9 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
         "simulated_time_s": rounds[-1]["t_end"],
         "base_eval_loss": losses[0] if losses else None,
         "final_eval_loss": losses[-1] if losses else None,
+        "strategy": scenario.strategy.name,
+        "final_personal_loss": personal[-1]["personal_loss"] if personal else None,
+        "final_personal_global_loss": personal[-1]["personal_global_loss"] if personal else None,
         "sessions": len(sessions),
         "completion_rate": float((sessions["outcome"] == "completed").mean()) if len(sessions) else 0.0,
         "mean_round_s": float(np.mean([row["duration_s"] for row in done])) if done else 0.0,
@@ -294,7 +377,8 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
         "trained_model": scenario.model.path,
         "emulated_model": arch.name,
         "emulated_params": arch.params,
-        "adapter_params": int(np.max(cost.bytes_up)) // 4,
+        "adapter_params": emulated_values(arch, layout, torch.ones(layout.size, dtype=torch.bool),
+                                          scenario.model.lora.r, scenario.model.lora.bottleneck),
         "devices_per_rank": {int(r): int(n) for r, n in zip(*np.unique(ranks, return_counts=True))},
         "flops_per_session": cost.flops,
         "training_memory_gb": memory.total_bytes / 1e9,

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aggregation.registry import strategy_names, strategy_parameters
+from aggregation.registry import build_strategy, strategy_names, strategy_parameters
+from fleet.attacks import ATTACKS
 from fleet.architectures import get_architecture
 from fleet.availability import build_availability
 from fleet.devices import CATALOG, device_class
@@ -49,6 +50,17 @@ class DeviceMix(Section):
         return self
 
 
+class AttackSection(Section):
+    fraction: float = Field(0.0, ge=0, lt=1, description="share of the fleet that attacks")
+    kind: Literal[ATTACKS] = Field(
+        "sign_flip",
+        description="sign_flip: sends -scale x its update; scale: scale x its update; gaussian: adds "
+        "N(0, noise_std^2) per entry; poison_data: trains on random tokens",
+    )
+    scale: float = Field(1.0, gt=0, description="magnitude for sign_flip and scale")
+    noise_std: float = Field(0.01, ge=0, description="per-entry noise for gaussian")
+
+
 class FleetSection(Section):
     size: int = Field(1000, ge=1, le=10_000_000, description="number of devices")
     classes: list[DeviceMix] = Field(
@@ -70,6 +82,7 @@ class FleetSection(Section):
         0.1, ge=0, le=1, description="a session stops when the battery falls to this fraction of capacity"
     )
     only_while_charging: bool = Field(False, description="invite battery devices only while they are plugged in")
+    attack: AttackSection = Field(default_factory=lambda: AttackSection(), description="adversarial devices")
 
     @field_validator("classes")
     @classmethod
@@ -143,6 +156,24 @@ class LoraSection(Section):
         min_length=1,
         description="module names that get adapters (all linear layers of a Llama block by default)",
     )
+    bottleneck: int = Field(
+        0, ge=0, le=4096,
+        description="width of a bottleneck adapter after each block's MLP (PWFF's shared part); 0: none",
+    )
+    ranks: dict[str, int] = Field(
+        default_factory=dict,
+        description="LoRA rank per device class (at most r; others train at r), for heterogeneous-rank "
+        "strategies (hetlora, flexlora, flora); memory_policy may lower them further",
+    )
+
+    @model_validator(mode="after")
+    def _ranks_within_r(self) -> "LoraSection":
+        for name, rank in self.ranks.items():
+            if name not in CATALOG:
+                raise ValueError(f"ranks: unknown device class {name!r}; known: {', '.join(CATALOG)}")
+            if not 1 <= rank <= self.r:
+                raise ValueError(f"ranks.{name}: must be between 1 and r ({self.r}), got {rank}")
+        return self
 
 
 class ModelSection(Section):
@@ -199,11 +230,26 @@ class TrainingSection(Section):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class CompressionSection(Section):
+    name: Literal["none", "topk", "q8", "q4"] = Field(
+        "none", description="upload codec: float32, top-k with error feedback, 8- or 4-bit quantisation"
+    )
+    fraction: float = Field(0.01, gt=0, le=1, description="top-k: share of the entries sent")
+
+
 class StrategySection(BaseModel):
-    """`name` picks a registered strategy; every other key is one of its parameters."""
+    """`name` picks a registered strategy; every other key is one of its parameters, except `personal`,
+    `frozen` and `compression`, which apply to any strategy."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = Field("fedavg", description="a strategy from aggregation/registry.py")
+    name: str = Field("fedavg", description="a strategy from aggregation/ (see the table in the README)")
+    personal: list[str] | None = Field(
+        None, description="regular expressions of parameter names kept on each device (default: the preset's)"
+    )
+    frozen: list[str] | None = Field(
+        None, description="regular expressions of parameter names never trained (default: the preset's)"
+    )
+    compression: CompressionSection = Field(default_factory=CompressionSection)
 
     @model_validator(mode="after")
     def _known(self) -> "StrategySection":
@@ -212,6 +258,10 @@ class StrategySection(BaseModel):
         unknown = set(self.params()) - set(strategy_parameters(self.name))
         if unknown:
             raise ValueError(f"strategy {self.name!r} has no parameter {', '.join(sorted(unknown))}")
+        try:
+            build_strategy(self.name, **self.params())
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"strategy {self.name!r}: {err}") from None
         return self
 
     def params(self) -> dict[str, Any]:

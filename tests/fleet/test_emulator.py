@@ -5,27 +5,30 @@ import pandas as pd
 import pytest
 import torch
 
-from aggregation import build_strategy
+from aggregation import AdapterLayout, StrategyContext, build_strategy
+from fleet.attacks import Attack
+from fleet.clients import ClientSide
 from fleet.devices import sample_fleet
 from fleet.emulator import OUTCOMES, Emulator, Radio, RoundRules, SessionCost
 from fleet.selection import Oort, ResourceAware, Uniform
 from fleet.trainer import TrainResult
 
 P = 1000  # adapter parameters: 4,000 bytes each way
+LAYOUT = AdapterLayout.from_shapes([("adapter.weight", (P,))], rank=1, scaling=1.0)
 
 
 class FakeHost:
     def __init__(self):
         self.trained = []
 
-    def put_adapter(self, adapter):
-        return adapter.clone()
+    def put(self, tensor):
+        return None if tensor is None else tensor.clone()
 
-    def train(self, job, adapter):
+    def train(self, job, start, base_delta):
         self.trained.append(job)
         return TrainResult(job, torch.full((P,), 0.01), 100, 2.0, 1.0)
 
-    def evaluate(self, adapter):
+    def evaluate(self, adapter, base_delta):
         return float(adapter.sum())
 
     def get(self, handles):
@@ -46,12 +49,15 @@ class ListSink:
 
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
             fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None,
-            multicast=False):
+            multicast=False, strategy=None):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
     start_charge = fleet.charge_wh.copy()
     host, sink = FakeHost(), ListSink()
+    strategy = strategy or build_strategy("fedavg")
+    strategy.setup(StrategyContext(LAYOUT, population=len(fleet), cohort=k, seed=seed))
+    clients = ClientSide(LAYOUT, strategy, torch.zeros(P), seed, Attack(), np.zeros(len(fleet), bool))
     emulator = Emulator(
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=2, eval_every=1, local_steps=4,
@@ -59,7 +65,7 @@ def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, f
         radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
                     multicast=multicast),
         cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
-        adapter=torch.zeros(P), strategy=build_strategy("fedavg"), host=host, sink=sink,
+        adapter=torch.zeros(P), strategy=strategy, clients=clients, host=host, sink=sink,
     )
     final = emulator.run()
     return fleet, start_charge, host, sink, final
@@ -184,3 +190,42 @@ def test_multicast_sends_the_adapter_once_per_cell():
     assert (sessions["bytes_down"] == 4 * P).all()  # every device still received the whole adapter
     for _, group in sessions.groupby("cell"):
         assert group["download_s"].nunique() == 1  # everyone in a cell is done when the broadcast ends
+
+
+def test_fedbuff_aggregates_every_k_arrivals_without_deadlines():
+    strategy = build_strategy("fedbuff", buffer_size=4, concurrency=12)
+    _, _, host, sink, final = emulate(strategy=strategy, rounds=5, deadline_s=1e-6,
+                                      classes={"flagship_phone": 0.5, "low_end_phone": 0.5})
+    rounds = sink.rounds[1:]
+    assert [r["version"] for r in rounds] == [1, 2, 3, 4, 5]
+    assert all(r["completed"] == 4 and r["missed_deadline"] == 0 for r in rounds)
+    assert len(host.trained) >= 20  # every arrival is trained; some arrive after the last version
+    arrived = [s for s in sink.sessions_rows if s["outcome"] == "completed"]
+    assert max(s["staleness"] for s in arrived) >= 1  # slow devices trained from older versions
+    assert all(s["staleness"] == s["round"] - 1 - s["base_version"] for s in arrived)
+    # staleness-weighted mean of equal deltas: every step moves by 0.01 x mean of 1/sqrt(1 + staleness)
+    steps = [np.mean([(1 + s["staleness"]) ** -0.5 for s in arrived if s["round"] == r["round"]]) for r in rounds]
+    assert torch.allclose(final, torch.full((P,), 0.01 * float(np.sum(steps))), atol=1e-6)
+
+
+def test_max_staleness_drops_late_updates_before_training():
+    strategy = build_strategy("fedasync", max_staleness=1, concurrency=12)
+    _, _, host, sink, _ = emulate(strategy=strategy, rounds=8, classes={"flagship_phone": 0.5, "low_end_phone": 0.5})
+    stale = [s for s in sink.sessions_rows if s["outcome"] == "stale"]
+    assert stale and all(s["round"] - 1 - s["base_version"] > 1 for s in stale)
+    assert len(host.trained) == sum(r["completed"] for r in sink.rounds) + sum(
+        1 for s in sink.sessions_rows if s["outcome"] == "completed" and s["round"] > 8)
+    assert all(r["completed"] == 1 for r in sink.rounds[1:])
+
+
+def test_fedprox_stragglers_send_partial_work():
+    # Low-end phones need about 5x longer to train than flagships: under a deadline that fits the
+    # flagships' full work, FedProx's stragglers send fewer steps instead of missing it.
+    kwargs = dict(classes={"flagship_phone": 0.5, "low_end_phone": 0.5}, flops=2e12, deadline_s=40.0, rounds=4,
+                  k=10, selected=14)
+    _, _, _, plain, _ = emulate(**kwargs)
+    _, _, host, prox, _ = emulate(strategy=build_strategy("fedprox", mu=0.1), **kwargs)
+    partial = [s for s in prox.sessions_rows if s["outcome"] == "completed" and s["steps"] < 4]
+    assert partial and all(s["steps"] >= 1 for s in partial)
+    assert sum(r["completed"] for r in prox.rounds) > sum(r["completed"] for r in plain.rounds)
+    assert {j.steps for j in host.trained} > {4} and all(j.prox_mu == 0.1 for j in host.trained)

@@ -1,19 +1,38 @@
-"""Composition of a run: what the clock charges for the emulated model, and who can hold it in memory."""
+"""Composition of a run: what the clock charges for the emulated model, who can hold it in memory, and at
+which rank."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from aggregation.compression import build_codec
+from fleet.base_model import load_base_model
+from fleet.devices import device_class
 from fleet.memory import lora_param_count
+from fleet.trainer import adapter_layout, wrap_with_lora
 from scenarios.loader import load_scenario
-from scenarios.runner import device_ranks, memory_estimate, session_cost, target_architecture
+from scenarios.runner import (
+    build_scenario_strategy,
+    device_ranks,
+    lora_spec,
+    memory_estimate,
+    session_cost,
+    target_architecture,
+)
 
 
-class MemoryOnly:
-    def __init__(self, memory_gb):
-        self.memory_gb = np.asarray(memory_gb, dtype=float)
+class Fleetish(SimpleNamespace):
+    """A fleet with only what device_ranks reads: memory, and one class per device (cycling)."""
 
     def __len__(self):
         return len(self.memory_gb)
+
+
+def fleet_of(memory_gb, classes=("flagship_phone",)):
+    n = len(memory_gb)
+    return Fleetish(memory_gb=np.asarray(memory_gb, dtype=float), classes=[device_class(c) for c in classes],
+                    cls=np.arange(n) % len(classes))
 
 
 @pytest.fixture(scope="module")
@@ -22,28 +41,71 @@ def llama_1b():
     return scenario, target_architecture(scenario)
 
 
+def layout_and_strategy(scenario):
+    lora = lora_spec(scenario)
+    model = wrap_with_lora(load_base_model("builtin"), lora, seed=0)
+    strategy = build_scenario_strategy(scenario)
+    return adapter_layout(model, lora), strategy
+
+
 def test_ranks_shrink_to_what_fits(llama_1b):
     scenario, arch = llama_1b
     need = {r: memory_estimate(scenario, arch, r).total_bytes / 1e9 for r in (8, 4, 2, 1)}
     assert need[8] > need[4] > need[2] > need[1]
-    fleet = MemoryOnly([need[8] + 1, need[4], need[1], need[1] - 0.001])
+    fleet = fleet_of([need[8] + 1, need[4], need[1], need[1] - 0.001])
     assert device_ranks(scenario, arch, fleet).tolist() == [8, 4, 1, 0]
     exclude = scenario.model_copy(update={"model": scenario.model.model_copy(update={"memory_policy": "exclude"})})
     assert device_ranks(exclude, arch, fleet).tolist() == [8, 0, 0, 0]
 
 
+def test_ranks_per_device_class():
+    scenario = load_scenario("quickstart", ["model.lora.ranks={low_end_phone: 2, iot_gateway: 4}",
+                                            "model.memory_policy=ignore"])
+    fleet = fleet_of([8, 8, 8, 8], classes=("flagship_phone", "low_end_phone", "iot_gateway"))
+    assert device_ranks(scenario, target_architecture(scenario), fleet).tolist() == [8, 2, 4, 8]
+
+
 def test_bytes_follow_each_device_rank(llama_1b):
     scenario, arch = llama_1b
-    cost = session_cost(scenario, arch, np.array([8, 4, 1, 0]))
+    layout, strategy = layout_and_strategy(scenario)
+    cost = session_cost(scenario, arch, layout, strategy, np.array([8, 4, 1, 0]), build_codec("none"))
     per_rank = [4 * lora_param_count(arch, r, scenario.model.lora.target_modules) for r in (8, 4, 1)]
-    assert cost.bytes_up.tolist() == per_rank + [0]
+    assert cost.bytes_up.tolist() == cost.bytes_down.tolist() == per_rank + [0]
     assert per_rank[0] == 2 * per_rank[1] == 8 * per_rank[2]  # LoRA parameters are linear in the rank
-    assert session_cost(scenario, arch).bytes_up == per_rank[0]
+
+
+def test_partial_strategies_send_only_their_shared_part(llama_1b):
+    scenario, arch = llama_1b
+    full = 4 * lora_param_count(arch, 8, scenario.model.lora.target_modules)
+    # FedSA-LoRA sends A only: r x d_in per projection
+    fedsa = scenario.model_copy(update={"strategy": load_scenario("quickstart", ["strategy.name=fedsa_lora"]).strategy})
+    layout, strategy = layout_and_strategy(fedsa)
+    cost = session_cost(fedsa, arch, layout, strategy, np.array([8]), build_codec("none"))
+    a_only = 4 * arch.layers * 8 * sum(arch.projections[m][0] for m in scenario.model.lora.target_modules)
+    assert cost.bytes_up[0] == a_only < full
+    # PWFF sends only the bottleneck adapters: 2 h b + b + h per layer
+    pwff = load_scenario("quickstart", ["strategy.name=pwff", "model.lora.bottleneck=16",
+                                        "model.emulate=Llama-3.2-1B"])
+    layout, strategy = layout_and_strategy(pwff)
+    cost = session_cost(pwff, arch, layout, strategy, np.array([8]), build_codec("none"))
+    h = arch.hidden
+    assert cost.bytes_up[0] == 4 * arch.layers * (2 * h * 16 + 16 + h)
+
+
+def test_compression_shrinks_uploads_not_downloads(llama_1b):
+    scenario, arch = llama_1b
+    layout, strategy = layout_and_strategy(scenario)
+    plain = session_cost(scenario, arch, layout, strategy, np.array([8]), build_codec("none"))
+    q4 = session_cost(scenario, arch, layout, strategy, np.array([8]), build_codec("q4"))
+    assert q4.bytes_down[0] == plain.bytes_down[0]
+    assert 0.12 < q4.bytes_up[0] / plain.bytes_up[0] < 0.14  # 4 bits plus a float32 scale per 256 values
 
 
 def test_emulated_model_sets_the_clock(llama_1b):
     scenario, arch = llama_1b
     t = scenario.training
+    layout, strategy = layout_and_strategy(scenario)
     assert arch.params > 1.2e9
     tokens = t.local_steps * t.batch_size * t.seq_len
-    assert session_cost(scenario, arch).flops == pytest.approx(arch.training_flops_per_token(t.seq_len) * tokens)
+    cost = session_cost(scenario, arch, layout, strategy, np.array([8]), build_codec("none"))
+    assert cost.flops == pytest.approx(arch.training_flops_per_token(t.seq_len) * tokens)

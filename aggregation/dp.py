@@ -1,0 +1,121 @@
+"""DP-FedAvg with fixed clipping (McMahan et al., "Learning Differentially Private Recurrent Language
+Models", ICLR 2018).
+
+Rule, with clip norm S, noise multiplier z, expected cohort size K (context.cohort) and server rate eta:
+
+    clip(Delta_k) = Delta_k * min(1, S / ||Delta_k||_2)
+    Delta_t       = (sum_k clip(Delta_k) + N(0, (z S)^2 I)) / K
+    x_{t+1}       = x_t + eta * Delta_t
+
+The sum is unweighted and divided by the expected K, not by the number that arrived: this is the paper's
+fixed-denominator estimator, whose sensitivity to one client is S / K whatever the cohort turns out to be.
+Each client contributes at most S, so the Gaussian sum is a sampled Gaussian mechanism with noise
+multiplier z. Privacy is accounted with Renyi DP (dp_accounting.rdp.RdpAccountant), composing one
+PoissonSampledDpEvent(q, GaussianDpEvent(z)) per aggregation with q = K / population; `metrics()` reports
+epsilon at the target delta. The accountant assumes Poisson sampling of clients; the emulator selects a
+fixed-size cohort (with over-selection and deadline losses), so epsilon is the usual approximation made
+for fixed-size cohorts, not a proof for the emulated selection.
+
+clipping = "server": the server clips every delta (Flower's DifferentialPrivacyServerSideFixedClipping).
+clipping = "client": the trainer clips (`client_clip`) before upload, so the server never sees an
+unclipped delta (Flower's DifferentialPrivacyClientSideFixedClipping). The server still checks the norms
+and rejects the round if any update exceeds S, because an unclipped update voids the privacy guarantee.
+Either way the server adds the noise. Noise goes only on the shared entries (partial aggregation): frozen
+entries, such as FFA-LoRA's A, keep their initial value, and no client sends anything for them.
+
+Client duties: with clipping = "client" (ClientConfig.clip_norm = S), send client_clip(Delta_k, S), and
+send it as it is: a lossy codec with error feedback can push the norm back above S. With "server", none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import dp_accounting
+import torch
+from dp_accounting.rdp import RdpAccountant
+
+from aggregation.base import AggregationError, ClientConfig, ClientUpdate, Strategy, StrategyContext, stack_deltas
+from aggregation.registry import register_strategy
+
+NORM_TOLERANCE = 1e-5  # relative slack on ||Delta_k|| <= S for client clipping: float32 rounding of the scaled delta
+
+
+def client_clip(delta: torch.Tensor, clip_norm: float) -> torch.Tensor:
+    """Delta * min(1, S / ||Delta||_2): what a trainer sends under clipping = "client"."""
+    norm = float(torch.linalg.vector_norm(delta.double()))
+    return delta if norm <= clip_norm else delta * (clip_norm / norm)
+
+
+def epsilon(q: float, z: float, steps: int, delta: float) -> float:
+    """Epsilon at `delta` after `steps` rounds of the Poisson-sampled Gaussian mechanism (RDP accountant)."""
+    accountant = RdpAccountant()
+    if steps > 0:
+        accountant.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), steps)
+    return float(accountant.get_epsilon(delta))
+
+
+def noise_generator(seed: int, version: int, salt: str) -> torch.Generator:
+    """A generator for one aggregation, derived from (run seed, version) without Python's salted hash."""
+    digest = hashlib.blake2b(f"{salt}/{seed}/{version}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+class DPFedAvg(Strategy):
+    name = "dp_fedavg"
+
+    def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, clipping: str = "server",
+                 delta: float = 1e-5, server_lr: float = 1.0):
+        if not clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+        if not noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+        if clipping not in ("server", "client"):
+            raise ValueError(f"clipping must be 'server' or 'client', got {clipping!r}")
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+        if not server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {server_lr}")
+        self.S, self.z, self.clipping, self.delta, self.eta = clip_norm, noise_multiplier, clipping, delta, server_lr
+
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        if not 1 <= context.cohort <= context.population:
+            raise ValueError(f"dp_fedavg needs 1 <= cohort <= population, got cohort {context.cohort} "
+                             f"and population {context.population}")
+        self.q = context.cohort / context.population
+        self._event = dp_accounting.PoissonSampledDpEvent(self.q, dp_accounting.GaussianDpEvent(self.z))
+        self._accountant = RdpAccountant()
+        self._shared = self.groups.masks(context.layout)[0]  # frozen and personal entries get no noise
+        self.rounds = 0
+        self._clipped = 0.0
+
+    def configure(self, client: int, version: int) -> ClientConfig:
+        return ClientConfig(clip_norm=self.S if self.clipping == "client" else 0.0)
+
+    def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
+        deltas, _ = stack_deltas(updates)  # the weights are not used: every client counts S at most
+        norms = torch.linalg.vector_norm(deltas.double(), dim=1)
+        if self.clipping == "client":
+            over = [u.client for u, n in zip(updates, norms.tolist()) if n > self.S * (1 + NORM_TOLERANCE)]
+            if over:
+                raise AggregationError(f"clients {over} sent updates with L2 norm above clip_norm {self.S} "
+                                       f"under client-side clipping")
+            # A delta the client had to clip sits on the sphere ||Delta|| = S.
+            self._clipped = float((norms >= self.S * (1 - NORM_TOLERANCE)).double().mean())
+        else:
+            self._clipped = float((norms > self.S).double().mean())
+        factor = torch.clamp(self.S / norms, max=1.0).to(deltas.dtype)  # norm 0 gives inf, clamped to 1
+        total = factor @ deltas
+        g = noise_generator(self.context.seed, version, self.name)
+        noise = torch.randn(total.shape, generator=g, dtype=torch.float64) * (self.z * self.S) * self._shared
+        Delta_t = (total.double() + noise) / self.context.cohort
+        self._accountant.compose(self._event)
+        self.rounds += 1
+        return global_adapter + (self.eta * Delta_t).to(global_adapter.dtype)
+
+    def metrics(self) -> dict[str, float]:
+        return {"epsilon": float(self._accountant.get_epsilon(self.delta)), "clipped": self._clipped}
+
+
+register_strategy("dp_fedavg", DPFedAvg)

@@ -1,0 +1,67 @@
+"""The device's side of an update: what it starts from and what it sends.
+
+A device that keeps a personal part (partial aggregation: PWFF, FedSA-LoRA) starts each session from the
+global adapter with its own personal entries, and keeps what it trained there for its next session; it
+sends only the shared entries. An attacker corrupts what it sends. A codec encodes the upload; the server
+decodes it, and the bytes of the real payload are recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aggregation import AdapterLayout, ClientConfig, ClientUpdate, Strategy
+from fleet.attacks import Attack
+from fleet.trainer import TrainResult
+
+
+class ClientSide:
+    def __init__(self, layout: AdapterLayout, strategy: Strategy, initial_adapter: torch.Tensor, seed: int,
+                 attack: Attack, attackers: np.ndarray, codec=None):
+        self.layout = layout
+        self.shared, self.personal_mask, _ = strategy.groups.masks(layout)
+        self.seed, self.attack, self.attackers, self.codec = seed, attack, attackers, codec
+        self._initial_personal = initial_adapter[self.personal_mask].clone()
+        # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
+        # fleet may hold many of them; only devices that trained have one.
+        self.personal: dict[int, torch.Tensor] = {}
+
+    @property
+    def keeps_personal(self) -> bool:
+        return bool(self.personal_mask.any())
+
+    def poisons(self, device: int) -> bool:
+        """Does this device train on poisoned data?"""
+        return bool(self.attackers[device]) and self.attack.kind == "poison_data"
+
+    def start(self, device: int, global_adapter: torch.Tensor) -> torch.Tensor:
+        """The adapter the device trains from."""
+        if not self.keeps_personal:
+            return global_adapter
+        start = global_adapter.clone()
+        start[self.personal_mask] = self.personal_part(device)
+        return start
+
+    def personal_part(self, device: int) -> torch.Tensor:
+        stored = self.personal.get(device)
+        return self._initial_personal if stored is None else stored.float()
+
+    def send(self, result: TrainResult, config: ClientConfig, num_samples: int) -> tuple[ClientUpdate, int]:
+        """Keep the personal part, send the shared one; returns the update as the server decodes it and
+        the bytes of the encoded payload."""
+        job, delta = result.job, result.delta
+        if self.keeps_personal:
+            self.personal[job.client] = (self.personal_part(job.client) + delta[self.personal_mask]).half()
+        delta = torch.where(self.shared, delta, torch.zeros_like(delta))
+        if self.attackers[job.client]:
+            delta = self.attack.corrupt(delta, self.seed, job.client, job.round)
+        if config.clip_norm > 0:  # a duty of clients under client-side DP clipping
+            delta = delta * min(1.0, config.clip_norm / (float(delta.norm()) + 1e-12))
+        payload_bytes = 4 * int(self.shared.sum())
+        if self.codec is not None:
+            shared, payload_bytes = self.codec.compress(job.client, delta[self.shared])
+            delta = torch.zeros_like(delta)
+            delta[self.shared] = shared
+        update = ClientUpdate(job.client, delta, num_samples, job.base_version, job.steps, job.rank)
+        return update, payload_bytes
