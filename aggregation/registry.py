@@ -26,10 +26,25 @@ def strategy_parameters(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in signature.parameters.items()}
 
 
+def coerce_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Values in the type of each parameter's default: YAML reads `1e-5` as a string and `1` as an int."""
+    defaults = strategy_parameters(name)
+    out = {}
+    for key, value in params.items():
+        kind = type(defaults.get(key))
+        if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{key}: expected a number, got {value!r}") from None
+        out[key] = value
+    return out
+
+
 def build_strategy(name: str, **params: Any) -> Strategy:
     if name not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
     unknown = set(params) - set(strategy_parameters(name))
     if unknown:
         raise ValueError(f"strategy {name!r} has no parameter {', '.join(sorted(unknown))}")
-    return _REGISTRY[name](**params)
+    return _REGISTRY[name](**coerce_parameters(name, params))

@@ -12,9 +12,26 @@ from analysis.recorder import load_run
 
 
 def loss_figure(rounds: pd.DataFrame, x: str, title: str, x_title: str) -> go.Figure:
+    """The global held-out loss and, on a fixed sample of devices' own held-out text, the loss with each
+    device's personal part (personalised strategies) and with the global adapter alone."""
     evaluated = rounds.dropna(subset=["eval_loss"])
-    fig = go.Figure(go.Scatter(x=evaluated[x], y=evaluated["eval_loss"], mode="lines+markers", name="held-out"))
+    fig = go.Figure(go.Scatter(x=evaluated[x], y=evaluated["eval_loss"], mode="lines+markers",
+                               name="global, shared held-out windows"))
+    if "personal_loss" in evaluated:
+        fig.add_scatter(x=evaluated[x], y=evaluated["personal_loss"], mode="lines+markers",
+                        name="devices' own text, with their personal part")
+        if not (evaluated["personal_loss"] == evaluated["personal_global_loss"]).all():
+            fig.add_scatter(x=evaluated[x], y=evaluated["personal_global_loss"], mode="lines+markers",
+                            name="devices' own text, global adapter alone")
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="held-out loss (nats/token)", height=380)
+    return fig
+
+
+def staleness_figure(clients: pd.DataFrame) -> go.Figure:
+    arrived = clients.loc[clients["staleness"] >= 0, "staleness"]
+    fig = go.Figure(go.Histogram(x=arrived))
+    fig.update_layout(title="Staleness of arrived updates (versions published while they trained)",
+                      xaxis_title="staleness", yaxis_title="updates", height=380)
     return fig
 
 
@@ -72,10 +89,12 @@ def with_cumulative(rounds: pd.DataFrame) -> pd.DataFrame:
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
     keys = [
         ("scenario", "scenario"),
+        ("strategy", "strategy"),
         ("rounds", "rounds run"),
         ("simulated_time_s", "simulated time (s)"),
         ("base_eval_loss", "held-out loss of the base model"),
         ("final_eval_loss", "held-out loss at the end"),
+        ("final_personal_loss", "loss on devices' own text, with their personal part, at the end"),
         ("completion_rate", "share of invited sessions that reported"),
         ("mean_round_s", "mean round duration (s)"),
         ("bytes_up", "uplink bytes"),
@@ -111,6 +130,8 @@ def write_report(run_dir: Path) -> Path:
     if len(clients):
         figures += [outcome_figure(clients), drop_figure(clients), class_figure(clients),
                     duration_figure(clients), cell_figure(clients)]
+        if "staleness" in clients and (clients["staleness"] > 0).any():
+            figures.append(staleness_figure(clients))
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(summary))
     title = html.escape(f"fedfleet run: {summary.get('scenario', run_dir.name)}")

@@ -52,8 +52,8 @@ class Host(Protocol):
     def put(self, tensor: torch.Tensor | None) -> Any: ...
     def train(self, job: TrainJob, start: Any, base_delta: Any) -> Any: ...
     def evaluate(self, adapter: Any, base_delta: Any) -> Any: ...
-    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
-                        base_delta: Any) -> Any: ...
+    def evaluate_clients(self, adapter: Any, groups: Any, clients: list, n_windows: int,
+                         base_delta: Any) -> Any: ...
     def get(self, handles: list) -> list: ...
 
 
@@ -178,7 +178,7 @@ class Emulator:
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
         self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
         self.strategy, self.clients, self.host, self.sink = strategy, clients, host, sink
-        self.on_progress, self.personal_eval_clients = on_progress, personal_eval_clients
+        self.on_progress = on_progress
         self.adapter = adapter
         self.version = 0
         # The LoRA rank each device can train at (model.memory_policy); 0: it cannot train. None: all full rank.
@@ -191,7 +191,10 @@ class Emulator:
         self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
         self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
         self._charged_until = 0.0
-        self._pending_eval: tuple[dict, Any, list] | None = None
+        self._pending_eval: tuple[dict, Any, Any] | None = None
+        candidates = np.flatnonzero(self.eligible)
+        self._own_eval_devices = np.sort(stream(seed, "own-eval").choice(
+            candidates, size=min(personal_eval_clients, len(candidates)), replace=False))
         self._adapter_ref = self._base_ref = None
         self._ended: list[SessionLog] = []  # sessions ended since the server last looked
         self._finished: list[int] = []  # devices whose session ended since the asynchronous server woke
@@ -568,36 +571,29 @@ class Emulator:
         }
 
     def _evaluate(self, row: dict) -> None:
-        """Held-out loss of the new version, computed while the next round trains and recorded after it.
-        With personal parts, also each of a sample of clients' loss on its own held-out text, with its
-        personal part and with the global adapter alone."""
+        """Held-out loss of the new version, computed while the next round trains and recorded after it:
+        on the shared held-out windows, and on a fixed sample of devices' own held-out text with their
+        personal part (for strategies without one, the global adapter alone)."""
         if self.host is None:
             self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
             return
         ref = self.host.evaluate(self._adapter_ref, self._base_ref)
-        personal = []
-        if self.clients.keeps_personal and self.clients.personal:
-            devices = np.array(sorted(self.clients.personal))
-            pick = stream(self.seed, "personal-eval").permutation(len(devices))[: self.personal_eval_clients]
-            for d in np.sort(devices[pick]):
-                adapters = [self.clients.start(int(d), self.adapter), self.adapter]
-                personal.append(self.host.evaluate_client(int(self.fleet.data_client[d]), adapters, 4,
-                                                          self._base_ref))
+        mine = [(int(self.fleet.data_client[d]),
+                 self.clients.personal_part(int(d)) if self.clients.keeps_personal else None)
+                for d in self._own_eval_devices]
+        own = self.host.evaluate_clients(self._adapter_ref, self.strategy.groups, mine, 4, self._base_ref)
         self._finish_eval()
-        self._pending_eval = (row, ref, personal)
+        self._pending_eval = (row, ref, own)
 
     def _finish_eval(self) -> None:
         if self._pending_eval is None:
             return
-        row, ref, personal = self._pending_eval
+        row, ref, own = self._pending_eval
         self._pending_eval = None
-        loss = float(self.host.get([ref])[0])
-        row = {**row, "eval_loss": loss, "eval_ppl": float(np.exp(loss))}
-        if personal:
-            pairs = np.array(self.host.get(personal))  # (clients, 2): own part, global alone
-            row.update(personal_loss=float(pairs[:, 0].mean()), personal_global_loss=float(pairs[:, 1].mean()),
-                       personal_clients=len(pairs))
-        self._emit(row)
+        loss, pairs = self.host.get([ref, own])
+        pairs = np.array(pairs).reshape(-1, 2)  # per device: its own part, the global adapter alone
+        self._emit({**row, "eval_loss": float(loss), "eval_ppl": float(np.exp(loss)),
+                    "personal_loss": float(pairs[:, 0].mean()), "personal_global_loss": float(pairs[:, 1].mean())})
 
     def _emit(self, row: dict) -> None:
         self.sink.round(row)

@@ -15,6 +15,7 @@ import numpy as np
 import ray
 import torch
 
+from aggregation import ParameterGroups
 from fleet.base_model import load_base_model
 from fleet.data import PackedTokens
 from fleet.rng import stream
@@ -84,13 +85,25 @@ class TrainerActor:
     def evaluate(self, adapter: torch.Tensor, base_delta: torch.Tensor | None) -> float:
         return self.trainer.evaluate(adapter, self.eval_windows, base_delta=base_delta)
 
-    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
-                        base_delta: torch.Tensor | None) -> list[float]:
-        """Loss of each adapter on windows of one client's own held-out text (personalised evaluation)."""
-        s = self.trainer.settings
-        rng = stream(s.seed, "client-eval", data_client)
-        text = windows(self.test_data.get(data_client), rng.integers(0, 2**31, n_windows), s.seq_len + 1)
-        return [self.trainer.evaluate(a, text, base_delta=base_delta) for a in adapters]
+    def evaluate_clients(self, adapter: torch.Tensor, groups: ParameterGroups,
+                         clients: list[tuple[int, torch.Tensor | None]], n_windows: int,
+                         base_delta: torch.Tensor | None) -> list[tuple[float, float]]:
+        """Per client, the loss on windows of its own held-out text with its personal entries in the adapter
+        (None: it has none) and with the global adapter alone."""
+        s, trainer = self.trainer.settings, self.trainer
+        _, personal_mask, _ = groups.masks(trainer.layout)
+        out = []
+        for data_client, personal in clients:
+            rng = stream(s.seed, "client-eval", data_client)
+            text = windows(self.test_data.get(data_client), rng.integers(0, 2**31, n_windows), s.seq_len + 1)
+            plain = trainer.evaluate(adapter, text, base_delta=base_delta)
+            own = plain
+            if personal is not None:
+                mine = adapter.clone()
+                mine[personal_mask] = personal
+                own = trainer.evaluate(mine, text, base_delta=base_delta)
+            out.append((own, plain))
+        return out
 
 
 class WorkerPool:
@@ -135,9 +148,10 @@ class WorkerPool:
     def evaluate(self, adapter_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
         return self._submit("evaluate", adapter_ref, base_ref)
 
-    def evaluate_client(self, data_client: int, adapters: list[torch.Tensor], n_windows: int,
-                        base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
-        return self._submit("evaluate_client", data_client, adapters, n_windows, base_ref)
+    def evaluate_clients(self, adapter_ref: ray.ObjectRef, groups: ParameterGroups,
+                         clients: list[tuple[int, torch.Tensor | None]], n_windows: int,
+                         base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
+        return self._submit("evaluate_clients", adapter_ref, groups, clients, n_windows, base_ref)
 
     def _submit(self, method: str, *args) -> ray.ObjectRef:
         i = self._least_loaded()

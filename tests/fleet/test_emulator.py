@@ -31,6 +31,9 @@ class FakeHost:
     def evaluate(self, adapter, base_delta):
         return float(adapter.sum())
 
+    def evaluate_clients(self, adapter, groups, clients, n_windows, base_delta):
+        return [(float(adapter.sum()), float(adapter.sum()))] * len(clients)
+
     def get(self, handles):
         return list(handles)
 

@@ -1,5 +1,6 @@
 """Scenario validation: each bad input names its field and its reason, and leaves nothing behind."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,35 @@ def test_model_that_fits_no_device_is_reported_before_the_run(tmp_path, capsys):
     assert main(["run", str(bad), "--out", str(out)]) == 2
     assert "more than any device has" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["strategy.name=fedbuff", "strategy.buffer_size=0"], "strategy: strategy 'fedbuff': buffer_size: must be >= 1"),
+        (["strategy.name=dp_fedavg", "strategy.delta=abc"], "delta: expected a number"),
+        (["strategy.name=fedavg", "strategy.mu=0.1"], "strategy 'fedavg' has no parameter mu"),
+        (["strategy.compression.name=zip"], "strategy.compression.name"),
+        (["fleet.attack.kind=bribe"], "fleet.attack.kind"),
+        (["model.lora.ranks={low_end_phone: 16}"], "ranks.low_end_phone: must be between 1 and r (8)"),
+    ],
+)
+def test_strategy_options_are_checked(overrides, message):
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        load_scenario("quickstart", overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["strategy.name=pwff"], "leaves no parameter to aggregate (PWFF shares the bottleneck adapters"),
+        (["strategy.name=krum", "strategy.f=2"], "run.min_reports: krum needs at least 7 updates"),
+        (["strategy.name=secagg_fedavg", "strategy.compression.name=q8"], "strategy.compression: secure"),
+    ],
+)
+def test_strategy_conflicts_are_reported_before_the_run(overrides, message, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "output": {"dir": str(tmp_path / "runs")}}))
+    assert main(["run", str(path), *sum([["--set", o] for o in overrides], [])]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
