@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import subprocess
 import time
 from dataclasses import dataclass
@@ -215,6 +216,8 @@ def radio(scenario: Scenario) -> Radio:
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
     wall_start = time.time()
+    # The RDP accountant warns through absl whenever an order fails to converge (it then skips that order).
+    logging.getLogger("absl").setLevel(logging.ERROR)
     training = scenario.run.mode == "train"
     tokenizer = load_tokenizer(scenario.model.path)
     data = prepare_data(scenario, tokenizer)
