@@ -26,6 +26,7 @@ from scenarios.runner import RunOptions, run_scenario
 SLOW_FLEET = ["model.emulate=qwen2.5-0.5b", "run.deadline_s=120"]
 ATTACK = ["fleet.attack.fraction=0.2", "fleet.attack.kind=sign_flip", "fleet.attack.scale=4", "run.rounds=15"]
 PERSONAL = ["fleet.size=100", "model.lora.bottleneck=16", "run.rounds=30"]
+LIGHT = ["training.local_steps=4", "model.lora.dropout=0.1"]  # less local fitting per session
 
 EXPERIMENTS = {
     "straggling": (
@@ -42,11 +43,14 @@ EXPERIMENTS = {
     "personalised": (
         "PWFF partial aggregation against FedAvg over the whole adapter",
         "100 devices, 10 per round, 30 rounds; LoRA r=8 plus a 16-wide bottleneck adapter per block. FedAvg "
-        "sends and averages both; PWFF sends only the bottleneck adapters and keeps LoRA on the device.",
+        "sends and averages both; PWFF sends only the bottleneck adapters and keeps LoRA on the device. Each "
+        "device trains about three sessions; the second pair trains 4 local steps with LoRA dropout 0.1.",
         None,
         {
             "fedavg, whole adapter": PERSONAL,
             "pwff": PERSONAL + ["strategy.name=pwff"],
+            "fedavg, whole adapter, 4 steps, dropout 0.1": PERSONAL + LIGHT,
+            "pwff, 4 steps, dropout 0.1": PERSONAL + LIGHT + ["strategy.name=pwff"],
         },
     ),
     "attacks": (
@@ -58,6 +62,8 @@ EXPERIMENTS = {
             "fedavg, attacked": ATTACK,
             "trimmed mean (beta 0.2), attacked": ATTACK + ["strategy.name=trimmed_mean"],
             "krum (f=2), attacked": ATTACK + ["strategy.name=krum", "strategy.f=2", "run.min_reports=7"],
+            "multi-krum (f=2), attacked": ATTACK + ["strategy.name=multikrum", "strategy.f=2",
+                                                    "run.min_reports=7"],
         },
     ),
 }

@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 
 from fleet.base_model import load_base_model, load_tokenizer
-from fleet.trainer import LocalTrainer, TrainJob, get_flat, wrap_with_lora
+from fleet.trainer import LocalTrainer, TrainJob, adapter_layout, get_flat, wrap_with_lora
 from scenarios.loader import load_scenario
 from scenarios.runner import (
     RunOptions,
     lora_spec,
     prepare_data,
     run_scenario,
-    session_cost,
     target_architecture,
     train_settings,
 )
@@ -58,12 +57,19 @@ def emulator_round_seconds(scenario) -> float:
     return (t[last] - t[first]) / (last - first)
 
 
+def training_flops(scenario) -> float:
+    """FLOPs of one client's local work on the trained model (4 N + attention per token)."""
+    t = scenario.training
+    return target_architecture(scenario).training_flops_per_token(t.seq_len) * t.local_steps * t.batch_size * t.seq_len
+
+
 def bare_loop_seconds(scenario, threads: int) -> float:
     """The same client steps (same model, LoRA, batch shapes, data) with plain PyTorch on all cores."""
     torch.set_num_threads(threads)
     t = scenario.training
-    model = wrap_with_lora(load_base_model(scenario.model.path), lora_spec(scenario), scenario.seed)
-    trainer = LocalTrainer(model, train_settings(scenario))
+    lora = lora_spec(scenario)
+    model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
+    trainer = LocalTrainer(model, train_settings(scenario), adapter_layout(model, lora))
     data = prepare_data(scenario, load_tokenizer(scenario.model.path))
     start_adapter = get_flat(model)
     start = time.perf_counter()
@@ -87,7 +93,7 @@ def main() -> None:
         "fleet.classes=[{name: mec_t4, fraction: 1.0}]",
     ])
     t = scenario.training
-    flops_per_client = session_cost(scenario, target_architecture(scenario)).flops
+    flops_per_client = training_flops(scenario)
     peak = matmul_flops(cores)
     round_s = emulator_round_seconds(scenario)
     floor_s = bare_loop_seconds(scenario, cores)

@@ -1,0 +1,60 @@
+"""The device's side of an update: personal part kept between sessions, only shared entries sent,
+attackers corrupt what they send, codecs set the payload."""
+
+import numpy as np
+import torch
+
+from aggregation import AdapterLayout, ClientConfig, StrategyContext, build_strategy
+from aggregation.compression import ErrorFeedback, build_codec
+from fleet.attacks import Attack
+from fleet.clients import ClientSide
+from fleet.trainer import TrainJob, TrainResult
+
+LAYOUT = AdapterLayout.from_shapes(
+    [("m.lora_A.default.weight", (2, 3)), ("m.lora_B.default.weight", (4, 2))], rank=2, scaling=1.0
+)
+P = LAYOUT.size  # 6 A entries, then 8 B entries
+A, B = LAYOUT.mask(["lora_A"]), LAYOUT.mask(["lora_B"])
+
+
+def client_side(name="fedavg", attack=Attack(), attackers=(), codec=None):
+    strategy = build_strategy(name)
+    strategy.setup(StrategyContext(LAYOUT))
+    flags = np.zeros(10, bool)
+    flags[list(attackers)] = True
+    return ClientSide(LAYOUT, strategy, torch.arange(P, dtype=torch.float32), 0, attack, flags, codec)
+
+
+def result(client, delta, rnd=1):
+    return TrainResult(TrainJob(client, 0, rnd, 0, steps=2), torch.as_tensor(delta, dtype=torch.float32), 50, 1.0, 0.5)
+
+
+def test_fedsa_keeps_b_on_the_device_and_sends_a():
+    side = client_side("fedsa_lora")
+    glob = torch.zeros(P)
+    assert torch.equal(side.start(3, glob)[B], torch.arange(P, dtype=torch.float32)[B])  # initial B
+    update, nbytes = side.send(result(3, torch.ones(P)), ClientConfig(), 50)
+    assert torch.equal(update.delta[A], torch.ones(6)) and not update.delta[B].any()
+    assert nbytes == 4 * 6
+    assert torch.equal(side.start(3, glob)[B], torch.arange(P, dtype=torch.float32)[B] + 1)  # kept
+    assert torch.equal(side.start(4, glob)[B], torch.arange(P, dtype=torch.float32)[B])  # others unchanged
+    assert torch.equal(side.start(3, glob)[A], glob[A])
+
+
+def test_attackers_flip_and_others_do_not():
+    side = client_side(attack=Attack(fraction=0.1, kind="sign_flip", scale=4.0), attackers=[2])
+    honest, _ = side.send(result(1, torch.ones(P)), ClientConfig(), 50)
+    flipped, _ = side.send(result(2, torch.ones(P)), ClientConfig(), 50)
+    assert torch.equal(honest.delta, torch.ones(P)) and torch.equal(flipped.delta, -4 * torch.ones(P))
+    assert Attack(fraction=0.2).attackers(0, 1000).sum() == 200
+
+
+def test_client_clipping_and_codec_payload():
+    side = client_side()
+    clipped, _ = side.send(result(1, torch.full((P,), 3.0)), ClientConfig(clip_norm=0.5), 50)
+    assert abs(float(clipped.delta.norm()) - 0.5) < 1e-5
+    codec = build_codec("q8")
+    side = client_side(codec=ErrorFeedback(codec))
+    update, nbytes = side.send(result(1, torch.linspace(-1, 1, P)), ClientConfig(), 50)
+    assert nbytes == codec.encoded_bytes(P) == len(codec.encode(torch.zeros(P)))
+    assert torch.allclose(update.delta, torch.linspace(-1, 1, P), atol=1 / 127)
