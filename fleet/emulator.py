@@ -1,16 +1,16 @@
 """Federated training on a simulated clock (SimPy), synchronous or asynchronous. Time unit: simulated seconds.
 
 Scenario, synchronous strategies: each round the server invites ceil(1.3 K) devices among those that are
-available, charged enough and able to hold the model in memory. Each invited device downloads the global adapter over its
-cell's downlink, shared with the other downloads in the cell; trains for the scenario's local steps at its
-own speed; and uploads its update over the cell's shared uplink, then the cell's backhaul carries it to the
-server. A session can end early, at a sampled instant, for a recorded reason: the device went offline
-(its availability pattern), failed, ran its battery down to the cutoff, or had no usable link (SNR below
-the outage threshold after fading). With the `deadline` policy the round closes when K updates have
-arrived or the deadline passes; with `k_fastest` (FedScale) it closes at the K-th arrival. Whoever is still
-working then is cut off as a straggler. With at least `min_reports` updates the server aggregates them into
-a new global version; otherwise the round is abandoned. Under FedProx a straggler that would miss the
-deadline trains only the steps that fit and sends that partial work.
+available, charged enough and able to hold the model in memory. Each invited device downloads the global
+adapter over its cell's downlink, shared with the other downloads in the cell; trains for the scenario's
+local steps at its own speed; and uploads its update over the cell's shared uplink, then the cell's
+backhaul carries it to the server. A session can end early, at a sampled instant, for a recorded reason:
+the device went offline (its availability pattern), failed, ran its battery down to the cutoff, or had no
+usable link (SNR below the outage threshold after fading). With the `deadline` policy the round closes
+when K updates have arrived or the deadline passes; with `k_fastest` (FedScale) it closes at the K-th
+arrival. Whoever is still working then is cut off as a straggler. With at least `min_reports` updates the
+server aggregates them into a new global version; otherwise the round is abandoned. Under FedProx a
+straggler that would miss the deadline trains only the steps that fit and sends that partial work.
 
 Scenario, asynchronous strategies (FedBuff, FedAsync): the server keeps `concurrency` devices at work.
 Each starts from the global version current when it is invited; whenever a session ends, another device
@@ -42,6 +42,8 @@ from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
 from network_models import RateTrace, SharedBand, fading_gain_db, path_loss_db, shannon_rate_bps, snr_db
 
+NOT_EVALUATED = {"eval_loss": float("nan"), "eval_ppl": float("nan"), "personal_loss": float("nan"),
+                 "personal_global_loss": float("nan")}
 OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus",
             "stale")
 
@@ -509,7 +511,7 @@ class Emulator:
         return self.host.train(job, start, cohort.base_ref)
 
     def _record_sessions(self, rnd: int) -> list[SessionLog]:
-        logs, self._ended = sorted(self._ended, key=lambda s: (s.device, s.t_start)), []
+        logs, self._ended, self._finished = sorted(self._ended, key=lambda s: (s.device, s.t_start)), [], []
         columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
         columns["round"] = [rnd] * len(logs)
         columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
@@ -545,7 +547,7 @@ class Emulator:
         last = self.version >= self.rules.rounds if self.strategy.asynchronous else rnd == self.rules.rounds
         if not arrivals or (self.version % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order
-            self._emit(row)
+            self._emit({**row, **NOT_EVALUATED})
         else:
             self._evaluate(row)  # without a host, this records the row without a loss
 
@@ -575,7 +577,7 @@ class Emulator:
         on the shared held-out windows, and on a fixed sample of devices' own held-out text with their
         personal part (for strategies without one, the global adapter alone)."""
         if self.host is None:
-            self._emit({**row, "eval_loss": float("nan"), "eval_ppl": float("nan")})
+            self._emit({**row, **NOT_EVALUATED})
             return
         ref = self.host.evaluate(self._adapter_ref, self._base_ref)
         mine = [(int(self.fleet.data_client[d]),

@@ -3,8 +3,9 @@
 A worker holds one frozen base model wrapped with LoRA (and, optionally, bottleneck adapters). A client is
 only its tokens plus the adapter it starts from, so serving a client means copying a flat vector into the
 trainable tensors, running a few optimiser steps and copying the result out. What the server asks of a
-client (a proximal term, entries it keeps frozen, a smaller rank) travels in its `TrainJob`. Every random draw (batch windows, dropout) is seeded from
-(seed, client, round), so the result does not depend on which worker runs it.
+client (a proximal term, entries it keeps frozen, a smaller rank) travels in its `TrainJob`. Every random
+draw (batch windows, dropout) is seeded from (seed, client, round), so the result does not depend on which
+worker runs it.
 """
 
 from __future__ import annotations

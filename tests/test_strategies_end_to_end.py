@@ -62,9 +62,11 @@ def test_asynchronous_runs_are_the_same_on_one_and_two_workers(tmp_path, ray_loc
     frames = []
     for workers in (1, 2):
         scenario = load_scenario("quickstart", TINY + ["strategy.name=fedbuff", "strategy.buffer_size=3",
-                                                       "run.rounds=3", f"runtime.workers={workers}"])
+                                                       "run.rounds=3", "run.eval_every=2",
+                                                       f"runtime.workers={workers}"])
         run = run_scenario(scenario, RunOptions(out=tmp_path / f"w{workers}", progress=False))
         frames.append((pd.read_parquet(run / "rounds.parquet"),
                        pd.read_parquet(run / "clients.parquet")))
     pd.testing.assert_frame_equal(frames[0][0], frames[1][0])
+    assert frames[0][0]["eval_loss"].isna().tolist() == [False, True, False, False]  # versions 0, 2, 3
     pd.testing.assert_frame_equal(frames[0][1], frames[1][1])

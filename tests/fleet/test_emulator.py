@@ -95,6 +95,7 @@ def test_round_waits_for_k_and_cuts_the_rest():
 def test_short_deadline_abandons_rounds():
     _, _, host, sink, final = emulate(deadline_s=1e-6)
     assert all(r["abandoned"] and r["completed"] == 0 for r in sink.rounds[1:])
+    assert all(np.isnan(r["eval_loss"]) and np.isnan(r["personal_loss"]) for r in sink.rounds[1:])
     assert host.trained == [] and torch.equal(final, torch.zeros(P))
     assert all(s["outcome"] == "missed_deadline" and s["phase"] == "download" for s in sink.sessions_rows)
     assert all(r["duration_s"] == pytest.approx(1e-6) for r in sink.rounds[1:])

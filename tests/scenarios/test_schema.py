@@ -112,7 +112,8 @@ def test_model_that_fits_no_device_is_reported_before_the_run(tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["strategy.name=fedbuff", "strategy.buffer_size=0"], "strategy: strategy 'fedbuff': buffer_size: must be >= 1"),
+        (["strategy.name=fedbuff", "strategy.buffer_size=0"],
+         "strategy: strategy 'fedbuff': buffer_size: must be >= 1"),
         (["strategy.name=dp_fedavg", "strategy.delta=abc"], "delta: expected a number"),
         (["strategy.name=fedavg", "strategy.mu=0.1"], "strategy 'fedavg' has no parameter mu"),
         (["strategy.compression.name=zip"], "strategy.compression.name"),
