@@ -173,11 +173,15 @@ def device_ranks(scenario: Scenario, arch: Architecture, fleet: Fleet) -> np.nda
     if policy == "ignore":
         return cap
     memory = fleet.memory_gb * 1e9
-    fits = {int(r): memory >= memory_estimate(scenario, arch, int(r)).total_bytes
-            for c in np.unique(cap) for r in ([c] if policy == "exclude" else [c >> i for i in range(8)]) if r > 0}
+    need = lambda r: memory_estimate(scenario, arch, int(r)).total_bytes  # noqa: E731
+    if policy == "exclude":
+        values = np.unique(cap)
+        needed = np.array([need(v) for v in values])[np.searchsorted(values, cap)]
+        return np.where(memory >= needed, cap, 0)
+    candidates = sorted({int(c) >> i for c in np.unique(cap) for i in range(int(c).bit_length())})
     ranks = np.zeros(len(fleet), dtype=np.int64)
-    for rank in sorted(fits):  # larger ranks overwrite smaller ones where they fit
-        ranks[fits[rank] & (rank <= cap)] = rank
+    for rank in candidates:  # larger ranks overwrite smaller ones where they fit
+        ranks[(memory >= need(rank)) & (rank <= cap)] = rank
     return ranks
 
 

@@ -65,6 +65,15 @@ def test_ranks_per_device_class():
     assert device_ranks(scenario, target_architecture(scenario), fleet).tolist() == [8, 2, 4, 8]
 
 
+def test_exclude_keeps_each_class_at_its_rank(llama_1b):
+    scenario, arch = llama_1b
+    scenario = load_scenario("quickstart", ["model.emulate=Llama-3.2-1B", "model.lora.ranks={low_end_phone: 2}"])
+    need = {r: memory_estimate(scenario, arch, r).total_bytes / 1e9 for r in (8, 2)}
+    fleet = fleet_of([need[8], need[2], need[2], need[2] - 0.001], classes=("flagship_phone", "low_end_phone"))
+    # the flagship with memory for rank 2 only is excluded, not shrunk
+    assert device_ranks(scenario, arch, fleet).tolist() == [8, 2, 0, 0]
+
+
 def test_bytes_follow_each_device_rank(llama_1b):
     scenario, arch = llama_1b
     layout, strategy = layout_and_strategy(scenario)
