@@ -9,7 +9,7 @@ with real training, written to one report (strategies.html) and printed as table
   attacks        20% of devices send -4x their update: FedAvg without and with the attack, trimmed mean,
                  Krum; final held-out loss.
 
-    python benchmarks/strategies.py [--out DIR] [--only straggling,attacks]   (about 20 minutes on 2 cores)
+    python benchmarks/strategies.py [--out DIR] [--only straggling,attacks]   (about 35 minutes on 2 cores)
 """
 
 from __future__ import annotations
