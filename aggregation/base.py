@@ -85,6 +85,7 @@ class Strategy(ABC):
     concurrency: int | None = None  # asynchronous: clients at work at once (None: the run's selection size)
     max_staleness: int | None = None  # updates staler than this are dropped on arrival
     min_updates: int = 1  # fewest updates the rule can aggregate (Krum: 2f + 3)
+    extra_round_trips: int = 0  # message rounds beyond the upload before aggregating (secure aggregation)
     groups: ParameterGroups = ParameterGroups()  # entries kept on the device or frozen (partial aggregation)
     # Dense weight deltas merged into the frozen base, per adapted module in layout order, in product units
     # (sum p_k B_k A_k; the trainer applies the LoRA scaling). None: the base never changes (all but FLoRA).
@@ -92,7 +93,6 @@ class Strategy(ABC):
 
     def setup(self, context: StrategyContext) -> None:
         self.context = context
-        self.dropped_stale = 0
 
     @property
     def layout(self) -> AdapterLayout:
@@ -103,10 +103,7 @@ class Strategy(ABC):
 
     def admit(self, base_version: int, version: int) -> bool:
         """Keep an arrived update unless it is staler than `max_staleness`."""
-        if self.max_staleness is not None and version - base_version > self.max_staleness:
-            self.dropped_stale += 1
-            return False
-        return True
+        return self.max_staleness is None or version - base_version <= self.max_staleness
 
     def ready(self, buffered: int) -> bool:
         """Asynchronous strategies: aggregate now, with `buffered` updates waiting?"""
@@ -115,6 +112,10 @@ class Strategy(ABC):
     def metrics(self) -> dict[str, float]:
         """Figures of the last step for the round's row (privacy spent, updates rejected, ...)."""
         return {}
+
+    def extra_bytes(self, cohort_size: int) -> tuple[int, int]:
+        """(up, down) bytes per client of protocol messages beyond the adapter's upload and download."""
+        return 0, 0
 
     def download_values(self) -> int:
         """Values a client downloads to start training (FLoRA sends its stacked factors)."""

@@ -41,9 +41,6 @@ class FedAsync(Strategy):
         super().setup(context)
         self._versions: dict[int, torch.Tensor] = {}
 
-    def ready(self, buffered: int) -> bool:
-        return buffered >= 1
-
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         if not updates:
             raise AggregationError("no client update to aggregate")

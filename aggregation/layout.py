@@ -59,7 +59,7 @@ class AdapterLayout:
             offset += segments[-1].size
         return cls(tuple(segments), rank, scaling)
 
-    @property
+    @cached_property
     def size(self) -> int:
         return sum(s.size for s in self.segments)
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from aggregation import AdapterLayout, ClientConfig, ClientUpdate, Strategy
+from aggregation.dp import client_clip
 from fleet.attacks import Attack
 from fleet.trainer import TrainResult
 
@@ -23,6 +24,7 @@ class ClientSide:
         self.shared, self.personal_mask, _ = strategy.groups.masks(layout)
         self.seed, self.attack, self.attackers, self.codec = seed, attack, attackers, codec
         self._initial_personal = initial_adapter[self.personal_mask].clone()
+        self._plain_bytes = 4 * int(self.shared.sum())  # float32 upload of the shared entries
         # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
         # fleet may hold many of them; only devices that trained have one.
         self.personal: dict[int, torch.Tensor] = {}
@@ -57,8 +59,8 @@ class ClientSide:
         if self.attackers[job.client]:
             delta = self.attack.corrupt(delta, self.seed, job.client, job.round)
         if config.clip_norm > 0:  # a duty of clients under client-side DP clipping
-            delta = delta * min(1.0, config.clip_norm / (float(delta.norm()) + 1e-12))
-        payload_bytes = 4 * int(self.shared.sum())
+            delta = client_clip(delta, config.clip_norm)
+        payload_bytes = self._plain_bytes
         if self.codec is not None:
             shared, payload_bytes = self.codec.compress(job.client, delta[self.shared])
             delta = torch.zeros_like(delta)

@@ -291,9 +291,8 @@ class Emulator:
 
     def _extra_round_trips(self):
         """Protocols with message rounds beyond the upload (secure aggregation) wait a round trip for each."""
-        trips = getattr(self.strategy, "extra_round_trips", 0)
-        if trips:
-            yield self.env.timeout(trips * 2 * self.radio.backhaul_latency_s)
+        if self.strategy.extra_round_trips:
+            yield self.env.timeout(self.strategy.extra_round_trips * 2 * self.radio.backhaul_latency_s)
 
     def session(self, cohort: Cohort, plan: dict):
         """One device's session: download, train, upload, unless something ends it first."""
@@ -349,9 +348,7 @@ class Emulator:
 
     def _download_bytes(self, d: int) -> int:
         """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
-        layout = self.clients.layout
-        values = self.strategy.download_values() if layout.size else 0
-        return int(self.bytes_down[d] * (values / layout.size if layout.size else 1.0))
+        return int(self.bytes_down[d] * self.strategy.download_values() / self.clients.layout.size)
 
     def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> None:
         """The sampled instant at which the device leaves; it only matters while the device still has work

@@ -154,6 +154,7 @@ class LocalTrainer:
         self.layout = layout
         self._base_weights: list[torch.Tensor] | None = None  # the base's own weights, kept for FLoRA merges
         self._base_key: bytes | None = None
+        self._mask_cache: dict = {}
 
     def train(self, job: TrainJob, start: torch.Tensor, tokens: np.ndarray,
               base_delta: torch.Tensor | None = None) -> TrainResult:
@@ -161,16 +162,12 @@ class LocalTrainer:
         keeps some). The result's delta covers every entry; the caller decides what is sent."""
         s = self.settings
         self.set_base_delta(base_delta)
-        shared, _, frozen = job.groups.masks(self.layout)
-        fixed = frozen.clone()  # entries held at a fixed value during training
+        absent, fixed_parts, prox_parts = self._masks(job.groups, job.rank)
         target = start.clone()
-        if job.rank is not None and job.rank < self.layout.rank:  # absent components (HetLoRA-style) are zero
-            absent = self.layout.beyond_rank(job.rank)
-            target[absent] = 0.0
-            fixed |= absent
+        target[absent] = 0.0  # components beyond the client's rank (HetLoRA-style) are absent: zero
         set_flat(self.model, target)
         params = adapter_params(self.model)
-        fixed_parts, prox_parts, anchors = self._split(fixed), self._split(shared & ~fixed), self._split(target)
+        anchors = self._split(target)
         torch.manual_seed(stream_key(s.seed, "dropout", job.client, job.round) % 2**63)
         rng = stream(s.seed, "batches", job.client, job.round)
         if job.poison:
@@ -195,6 +192,20 @@ class LocalTrainer:
             losses.append(loss.item())
         delta = get_flat(self.model) - target
         return TrainResult(job, delta, int(len(tokens)), losses[0], losses[-1])
+
+    def _masks(self, groups: ParameterGroups, rank: int | None):
+        """For a job's groups and rank: the absent entries (flat), and per adapter tensor the entries held
+        at a fixed value (frozen or absent) and those under the proximal term. Every job of a run asks for
+        one or a few of these, so they are computed once each."""
+        key = (groups, rank)
+        if key not in self._mask_cache:
+            shared, _, frozen = groups.masks(self.layout)
+            absent = torch.zeros_like(shared)
+            if rank is not None and rank < self.layout.rank:
+                absent = self.layout.beyond_rank(rank)
+            fixed = frozen | absent
+            self._mask_cache[key] = (absent, self._split(fixed), self._split(shared & ~fixed))
+        return self._mask_cache[key]
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """A flat vector cut into the shapes of the adapter tensors."""

@@ -146,17 +146,10 @@ def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, 
         if rank > 0:
             n = emulated_values(arch, layout, shared, int(rank), scenario.model.lora.bottleneck)
             down[i], up[i] = 4 * n, codec.encoded_bytes(n)
-    extra_up, extra_down = strategy_extra_bytes(strategy, scenario.run.selected)
+    extra_up, extra_down = strategy.extra_bytes(scenario.run.selected)
     where = np.searchsorted(values, ranks)
     return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, down[where] + extra_down,
                        up[where] + extra_up)
-
-
-def strategy_extra_bytes(strategy: Strategy, cohort: int) -> tuple[int, int]:
-    """Bytes per client of a protocol's messages beyond the adapter (secure aggregation's key exchange
-    and unmasking), up and down."""
-    extra = getattr(strategy, "extra_bytes", None)
-    return extra(cohort) if extra is not None else (0, 0)
 
 
 def memory_estimate(scenario: Scenario, arch: Architecture, rank: int | None = None) -> MemoryEstimate:
