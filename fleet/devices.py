@@ -111,6 +111,15 @@ class Fleet:
         battery = self.battery_wh[devices]
         return np.where(np.isinf(battery), 1.0, self.charge_wh[devices] / np.where(np.isinf(battery), 1.0, battery))
 
+    def mean_battery_level(self) -> dict[str, float]:
+        """Per class, the mean charge fraction of its battery-powered devices (NaN: the class has none)."""
+        on_battery = np.isfinite(self.battery_wh)
+        level = np.where(on_battery, self.charge_wh / np.where(on_battery, self.battery_wh, 1.0), 0.0)
+        k = len(self.classes)
+        with np.errstate(invalid="ignore"):
+            means = np.bincount(self.cls, level, k) / np.bincount(self.cls, on_battery, k)
+        return {c.name: float(m) for c, m in zip(self.classes, means)}
+
     def charge(self, t0: float, t1: float, step_s: float = 900.0) -> None:
         """Charge plugged-in battery devices over [t0, t1]: charger power for the plugged time, up to capacity.
         Plugged time is sampled at the midpoints of steps of at most 15 minutes (charging windows last hours)."""

@@ -98,6 +98,7 @@ class Radio:
     uplink_trace: RateTrace | None = None  # replaces the shared uplink band when given
     downlink_trace: RateTrace | None = None
     multicast: bool = False  # the global adapter goes out once per cell, at the rate of its weakest invitee
+    outage_reference_hz: float = 20e6  # the outage test's SNR is over this width, whatever the band
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class SessionLog:
 
     __slots__ = ("device", "round", "base_version", "t_start", "t_end", "outcome", "phase", "download_s",
                  "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "energy_j", "uplink_mbps",
-                 "downlink_mbps", "steps", "staleness")
+                 "downlink_mbps", "steps", "staleness", "charge_start", "charge_end")
     COLUMNS = __slots__
 
     def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
@@ -134,6 +135,7 @@ class SessionLog:
         self.uplink_mbps = self.downlink_mbps = float("nan")
         self.steps = 0  # local steps trained (fewer than asked for: partial work)
         self.staleness = -1  # server versions published while it trained; -1: no update arrived
+        self.charge_start = self.charge_end = float("nan")  # battery fraction; NaN on mains power
 
 
 @dataclass
@@ -298,6 +300,7 @@ class Emulator:
         """One device's session: download, train, upload, unless something ends it first."""
         d = plan["device"]
         log = SessionLog(d, cohort.key, cohort.version, self.env.now)
+        log.charge_start = self._battery_level(d)
         if np.isfinite(plan["hazard_s"]):
             self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
         fleet, radio = self.fleet, self.radio
@@ -306,13 +309,13 @@ class Emulator:
         try:
             downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
             yield from self.transfer(log, "download", downlink, self._download_bytes(d), radio.bs_power_dbm,
-                                     self.loss_db[d] - plan["fade_down_db"], radio.downlink_hz,
+                                     self.loss_db[d] - plan["fade_down_db"],
                                      lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6)
             log.phase = "train"
             log.steps, train_s = self._local_work(cohort, plan, config)
             yield from self.spend(log, "train", self.env.timeout(train_s), cls.compute_power_w)
             yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
-                                     cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], radio.uplink_hz,
+                                     cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"],
                                      lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6)
             log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
             yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
@@ -329,6 +332,7 @@ class Emulator:
         except simpy.Interrupt as stop:
             log.outcome = stop.cause
         log.t_end = self.env.now
+        log.charge_end = self._battery_level(d)
         self._ended.append(log)
         self._finished.append(d)
         if self._wake is not None and not self._wake.triggered:
@@ -360,10 +364,10 @@ class Emulator:
 
         self.env.timeout(after_s).callbacks.append(strike)
 
-    def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, band_hz, power_at):
+    def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, power_at):
         """Send over a shared link; the device draws radio power for the rate it had when it started."""
         log.phase = name
-        snr = snr_db(band_hz, tx_power_dbm, loss_db, self.radio.noise_figure_db)
+        snr = snr_db(self.radio.outage_reference_hz, tx_power_dbm, loss_db, self.radio.noise_figure_db)
         if link.snr_applies and snr < self.radio.outage_snr_db:
             raise Dropped("link_outage")
         direction = "up" if name == "upload" else "down"
@@ -459,7 +463,7 @@ class Emulator:
         rate of the weakest invitee that is not in outage (all must decode it)."""
         radio, cells = self.radio, self.fleet.cell[devices]
         loss = self.loss_db[devices] - fade_down_db
-        snr = snr_db(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
+        snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
         rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
         out = {}
         for cell in np.unique(cells):
@@ -470,6 +474,11 @@ class Emulator:
         return out
 
     # --- energy ------------------------------------------------------------------------------------
+
+    def _battery_level(self, d: int) -> float:
+        """Charge over capacity, NaN on mains power; scalar code, as it runs twice per session."""
+        capacity = self.fleet.battery_wh[d]
+        return float(self.fleet.charge_wh[d] / capacity) if np.isfinite(capacity) else float("nan")
 
     def _seconds_to_cutoff(self, d: int, power_w: float) -> float:
         if not np.isfinite(self.fleet.battery_wh[d]) or power_w <= 0:
@@ -567,6 +576,7 @@ class Emulator:
             "energy_j": float(sum(s.energy_j for s in logs)),
             "staleness_mean": float(np.mean(staleness)) if staleness else float("nan"),
             "staleness_max": int(max(staleness)) if staleness else 0,
+            **{f"charge_{name}": level for name, level in self.fleet.mean_battery_level().items()},
         }
 
     def _evaluate(self, row: dict) -> None:

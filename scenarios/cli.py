@@ -1,6 +1,9 @@
 """The `fedfleet` command.
 
     fedfleet run SCENARIO.yaml [--out DIR] [--seed N] [--workers N] [--address ADDR] [--set a.b=v ...]
+    fedfleet compare RUN_DIR RUN_DIR... [--out PAGE.html] [--target LOSS]
+    fedfleet sweep SCENARIO.yaml --set a.b=v1,v2,... [--set ...] [--fix a.b=v ...] [--out DIR] [--address ADDR]
+    fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
     fedfleet build-base [--out DIR]
 
 Exit status: 0 done, 2 bad input (the message names the field and the reason), 1 anything else.
@@ -30,14 +33,41 @@ def main(argv: list[str] | None = None) -> int:
                      help="override any scenario field, e.g. --set fleet.size=5000 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    compare = sub.add_parser("compare", help="overlay several run folders on one page")
+    compare.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    compare.add_argument("--out", type=Path, default=Path("compare.html"), help="page to write (default: %(default)s)")
+    compare.add_argument("--target", type=float, help="target held-out loss (default: the highest final loss)")
+
+    sweep = sub.add_parser("sweep", help="run the cartesian product of scenario overrides in parallel on Ray")
+    sweep.add_argument("scenario", help="a scenario YAML file, or the name of a built-in one")
+    sweep.add_argument("--set", action="append", default=[], metavar="FIELD=V1,V2,...",
+                       help="a field and the values to sweep (repeatable; the sweep is their product)")
+    sweep.add_argument("--fix", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a field in every trial (repeatable)")
+    sweep.add_argument("--out", type=Path, help="sweep folder to create (default: output.dir/sweep-NAME-TIME)")
+    sweep.add_argument("--address", help="attach to this Ray cluster ('auto' or host:port)")
+    sweep.add_argument("--target", type=float, help="target held-out loss (default: the highest final loss)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    plan = sub.add_parser("plan", help="capacity planning: systems-only probes of round time, bytes, energy")
+    plan.add_argument("scenario", help="a scenario YAML file, or the name of a built-in one")
+    plan.add_argument("--out", type=Path, help="plan folder to create (default: output.dir/plan-NAME-TIME)")
+    plan.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="override any scenario field (repeatable)")
+    plan.add_argument("--quiet", action="store_true", help="no progress bar")
+
     base = sub.add_parser("build-base", help="pretrain the built-in base model on the public plays")
     base.add_argument("--out", type=Path, help="model folder (default: the built-in one, replaced)")
     base.add_argument("--seed", type=int, default=0)
 
     args = parser.parse_args(argv)
-    if args.command == "build-base":
-        return build_base(args)
-    return run_command(args)
+    commands = {"run": run_command, "compare": compare_command, "sweep": sweep_command, "plan": plan_command,
+                "build-base": build_base}
+    try:
+        return commands[args.command](args)
+    except ScenarioError as err:
+        print(f"fedfleet: {err}", file=sys.stderr)
+        return 2
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -45,17 +75,41 @@ def run_command(args: argparse.Namespace) -> int:
     for field, value in (("seed", args.seed), ("runtime.workers", args.workers), ("runtime.address", args.address)):
         if value is not None:
             overrides.append(f"{field}={value}")
-    try:
-        scenario = load_scenario(args.scenario, overrides)
-        # Imported here so that a bad scenario is reported in a second, before torch and Ray load.
-        from scenarios.runner import RunOptions, run_scenario
+    scenario = load_scenario(args.scenario, overrides)
+    # Imported here so that a bad scenario is reported in a second, before torch and Ray load.
+    from scenarios.runner import RunOptions, run_scenario
 
-        run_dir = run_scenario(scenario, RunOptions(out=args.out, progress=not args.quiet))
-    except ScenarioError as err:
-        print(f"fedfleet: {err}", file=sys.stderr)
-        return 2
+    run_dir = run_scenario(scenario, RunOptions(out=args.out, progress=not args.quiet))
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.html'}")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from analysis.compare import write_comparison
+
+    print(f"comparison: {write_comparison(args.runs, args.out, args.target)}")
+    return 0
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from analysis.sweep import run_sweep
+
+    sweep_dir = run_sweep(args.scenario, args.set, out=args.out, address=args.address, target=args.target,
+                          progress=not args.quiet, fixed=args.fix)
+    print(f"sweep folder: {sweep_dir}")
+    print(f"report:       {sweep_dir / 'sweep.html'}")
+    return 0
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, args.set)
+    from analysis.plan import run_plan
+
+    plan_dir = run_plan(scenario, out=args.out, progress=not args.quiet)
+    print((plan_dir / "plan.txt").read_text(encoding="utf-8"), end="")
+    print(f"plan folder: {plan_dir}")
+    print(f"report:      {plan_dir / 'plan.html'}")
     return 0
 
 

@@ -77,7 +77,10 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ScenarioError(f"override {item!r}: {part} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"override {item!r}: the value is not valid YAML: {err}") from None
 
 
 def check_files(scenario: Scenario) -> None:

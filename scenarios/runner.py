@@ -7,6 +7,7 @@ the run folder is created, so a mistake leaves nothing behind. Ray starts only a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import subprocess
@@ -86,6 +87,18 @@ def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
         test=PackedTokens.pack(test),
         num_samples=train_packed.lengths(),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _prepared_data(model_path: str, data_json: str, seed: int) -> FederatedData:
+    scenario = Scenario.model_validate({"model": {"path": model_path}, "data": json.loads(data_json), "seed": seed})
+    return prepare_data(scenario, load_tokenizer(model_path))
+
+
+def client_data(scenario: Scenario) -> FederatedData:
+    """The scenario's client data, tokenised once per process for runs that share model, data and seed
+    (sweep trials, plan probes): tokenising takes seconds, and nothing downstream changes it."""
+    return _prepared_data(scenario.model.path, scenario.data.model_dump_json(), scenario.seed)
 
 
 def eval_windows(data: FederatedData, n: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -208,7 +221,7 @@ def radio(scenario: Scenario) -> Radio:
                  n.noise_figure_db, n.sharing, n.fading, n.rician_k_db, n.outage_snr_db, n.backhaul_mbps * 1e6,
                  n.backhaul_latency_ms / 1e3,
                  *(load_trace(t.path, t.format) if t else None for t in (n.uplink_trace, n.downlink_trace)),
-                 multicast=n.multicast_download)
+                 multicast=n.multicast_download, outage_reference_hz=n.outage_reference_mhz * 1e6)
 
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
@@ -216,8 +229,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     # The RDP accountant warns through absl whenever an order fails to converge (it then skips that order).
     logging.getLogger("absl").setLevel(logging.ERROR)
     training = scenario.run.mode == "train"
-    tokenizer = load_tokenizer(scenario.model.path)
-    data = prepare_data(scenario, tokenizer)
+    data = client_data(scenario)
     t = scenario.training
     lora, settings = lora_spec(scenario), train_settings(scenario)
     strategy = build_scenario_strategy(scenario)
@@ -345,6 +357,22 @@ def save_adapter(model, adapter: torch.Tensor, strategy: Strategy, folder: Path)
         save_file({"base_delta": strategy.base_delta.contiguous()}, str(folder / "base_delta.safetensors"))
 
 
+def full_model_uplink(sessions, arch: Architecture, cost: SessionCost, fleet_size: int) -> dict:
+    """What the same sessions would have uploaded in full-model federated fine-tuning: each session's
+    upload scaled from its device's LoRA payload to the emulated model's full weights (float32,
+    uncompressed), so cut-off uploads count for the same share they sent."""
+    full = 4 * arch.params
+    lora = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.float64), fleet_size)
+    sent = sessions["bytes_up"].to_numpy(np.float64) if len(sessions) else np.zeros(0)
+    payload = lora[sessions["device"].to_numpy()] if len(sessions) else np.zeros(0)
+    full_uplink = float(np.sum(np.divide(sent * full, payload, out=np.zeros_like(sent), where=payload > 0)))
+    return {
+        "full_model_bytes": full,
+        "full_model_uplink_bytes": full_uplink,
+        "uplink_fraction_of_full": float(sent.sum() / full_uplink) if full_uplink else None,
+    }
+
+
 def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fleet: Fleet, ranks: np.ndarray,
               arch: Architecture, cost: SessionCost, memory: MemoryEstimate, layout: AdapterLayout,
               wall_start: float) -> dict:
@@ -371,6 +399,8 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
         "bytes_up": int(sum(row["bytes_up"] for row in rounds)),
         "bytes_down": int(sum(row["bytes_down"] for row in rounds)),
         "energy_j": float(sum(row["energy_j"] for row in rounds)),
+        "target_loss": scenario.output.target_loss,
+        **full_model_uplink(sessions, arch, cost, len(fleet)),
         "fleet_size": len(fleet),
         "eligible_devices": int((ranks > 0).sum()),
         "data_clients": len(data.client_ids),

@@ -132,7 +132,12 @@ class NetworkSection(Section):
     bs_power_dbm: float = Field(46.0, description="base station transmit power (macro cell)")
     noise_figure_db: float = Field(7.0, ge=0, description="receiver noise figure (5-9 dB typical)")
     outage_snr_db: float = Field(
-        -10.0, description="a transfer whose SNR over the whole band is below this cannot start (link outage)"
+        -10.0, description="a transfer whose SNR over network.outage_reference_mhz is below this cannot start "
+        "(link outage)"
+    )
+    outage_reference_mhz: float = Field(
+        20.0, gt=0, description="width over which the outage test judges SNR: coverage is a link budget, so "
+        "reserving more band must not put more devices out of reach"
     )
     multicast_download: bool = Field(
         False, description="send the global adapter once per cell (at the weakest invitee's rate), not per device"
@@ -325,6 +330,41 @@ class RuntimeSection(Section):
 class OutputSection(Section):
     dir: str = Field("runs", description="run folders are created under this folder")
     report: bool = Field(True, description="write report.html at the end")
+    target_loss: float | None = Field(
+        None, gt=0, description="held-out loss that 'time, bytes and energy to target' are measured to; None: "
+        "halfway from the base model's loss to the lowest reached"
+    )
+
+
+class PlanSection(Section):
+    """`fedfleet plan`: the uplink bandwidth per cell that keeps synchronous rounds fast enough, found by
+    systems-only probes of this scenario (no training)."""
+
+    round_p95_target_s: float = Field(
+        300.0, gt=0,
+        description="simulated seconds the 95th percentile of the round duration (time to the K-th report) must "
+        "not exceed; 300 s lets about a hundred rounds run in a 9-hour overnight charging window",
+    )
+    uplink_mhz_min: float = Field(1.0, gt=0, description="lowest uplink band per cell (MHz) the search tries")
+    uplink_mhz_max: float = Field(
+        400.0, gt=0, description="highest uplink band per cell (MHz) the search tries; 400 MHz is the widest 5G "
+        "NR carrier"
+    )
+    tolerance: float = Field(
+        0.05, gt=0, description="relative precision of the answer: the search stops when its bracket is "
+        "narrower than a factor 1 + tolerance"
+    )
+    rounds: int = Field(
+        10, ge=1, description="synchronous rounds emulated per probe; with n rounds a single round short of K "
+        "reports lifts p95 to unbounded unless n >= 21"
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> "PlanSection":
+        if self.uplink_mhz_min >= self.uplink_mhz_max:
+            raise ValueError(f"uplink_mhz_min ({self.uplink_mhz_min}) must be below uplink_mhz_max "
+                             f"({self.uplink_mhz_max})")
+        return self
 
 
 class Scenario(Section):
@@ -339,6 +379,7 @@ class Scenario(Section):
     run: RunSection = Field(default_factory=RunSection)
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    plan: PlanSection = Field(default_factory=PlanSection)
 
     @model_validator(mode="after")
     def _fits(self) -> "Scenario":

@@ -52,7 +52,7 @@ class ListSink:
 
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
             fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None,
-            multicast=False, strategy=None):
+            multicast=False, strategy=None, uplink_hz=20e6):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
@@ -65,7 +65,7 @@ def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, f
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=2, eval_every=1, local_steps=4,
                          min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False),
-        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
+        radio=Radio("uma_nlos", 3.5, uplink_hz, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
                     multicast=multicast),
         cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
         adapter=torch.zeros(P), strategy=strategy, clients=clients, host=host, sink=sink,
@@ -142,6 +142,32 @@ def test_fading_can_put_links_in_outage():
     _, _, _, sink, _ = emulate(fading="rayleigh", rounds=6, selected=20, k=20, classes={"low_end_phone": 1.0})
     outcomes = [s["outcome"] for s in sink.sessions_rows]
     assert "link_outage" in outcomes and "completed" in outcomes
+
+
+def test_outage_does_not_grow_with_the_band():
+    # Fading draws are the same for every band (same seed): a device out of reach at 5 MHz is out of reach
+    # at 100 MHz and the other way round, since the outage test is over a fixed reference width.
+    outages = []
+    for band in (5e6, 100e6):
+        _, _, _, sink, _ = emulate(fading="rayleigh", rounds=1, selected=40, k=40, classes={"low_end_phone": 1.0},
+                                   uplink_hz=band, deadline_s=1e6)
+        outages.append({s["device"] for s in sink.sessions_rows if s["outcome"] == "link_outage"})
+    assert outages[0] and outages[0] == outages[1]
+
+
+def test_sessions_and_rounds_record_battery_levels():
+    fleet, start, _, sink, _ = emulate(classes={"flagship_phone": 0.5, "mec_t4": 0.5}, rounds=2)
+    for s in sink.sessions_rows:
+        d = s["device"]
+        if s["device_class"] == "mec_t4":  # mains power: no battery to report
+            assert np.isnan(s["charge_start"]) and np.isnan(s["charge_end"])
+        else:
+            assert 0 < s["charge_end"] <= s["charge_start"] <= 1
+            assert s["charge_start"] - s["charge_end"] == pytest.approx(s["energy_j"] / 3600 / fleet.battery_wh[d])
+    phones = np.flatnonzero(fleet.cls == [c.name for c in fleet.classes].index("flagship_phone"))
+    last = sink.rounds[-1]
+    assert last["charge_flagship_phone"] == pytest.approx(np.mean(fleet.charge_wh[phones] / fleet.battery_wh[phones]))
+    assert np.isnan(last["charge_mec_t4"])
 
 
 def test_charging_is_booked():

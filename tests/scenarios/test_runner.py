@@ -12,9 +12,11 @@ from fleet.devices import device_class
 from fleet.memory import lora_param_count
 from fleet.trainer import adapter_layout, wrap_with_lora
 from scenarios.loader import load_scenario
+from fleet.emulator import SessionCost
 from scenarios.runner import (
     build_scenario_strategy,
     device_ranks,
+    full_model_uplink,
     lora_spec,
     memory_estimate,
     session_cost,
@@ -118,3 +120,15 @@ def test_emulated_model_sets_the_clock(llama_1b):
     tokens = t.local_steps * t.batch_size * t.seq_len
     cost = session_cost(scenario, arch, layout, strategy, np.array([8]), build_codec("none"))
     assert cost.flops == pytest.approx(arch.training_flops_per_token(t.seq_len) * tokens)
+
+
+def test_full_model_uplink_scales_each_session_by_its_own_payload():
+    import pandas as pd
+
+    arch = SimpleNamespace(params=1000)  # full weights: 4,000 bytes
+    cost = SessionCost(flops=1.0, bytes_down=0, bytes_up=np.array([400, 100, 0]))  # rank differs; 0: cannot train
+    sessions = pd.DataFrame({"device": [0, 0, 1, 2], "bytes_up": [400, 200, 50, 0]})  # one full, two cut off
+    out = full_model_uplink(sessions, arch, cost, fleet_size=3)
+    # 400 -> 4,000; 200 of 400 -> 2,000; 50 of 100 -> 2,000
+    assert out["full_model_bytes"] == 4000 and out["full_model_uplink_bytes"] == pytest.approx(8000)
+    assert out["uplink_fraction_of_full"] == pytest.approx(650 / 8000)

@@ -60,6 +60,8 @@ def test_override_is_validated_like_the_file():
     with pytest.raises(ScenarioError, match="fleet.size"):
         load_scenario("quickstart", ["fleet.size=-1"])
     assert load_scenario("quickstart", ["fleet.size=2000"]).fleet.size == 2000
+    with pytest.raises(ScenarioError, match=r"override 'fleet.size=\[1': the value is not valid YAML"):
+        load_scenario("quickstart", ["fleet.size=[1"])
 
 
 def test_cli_exits_2_and_writes_no_run_folder(tmp_path, capsys):
