@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis import figures as fg
+from analysis.detection import detection_section
 from analysis.metrics import losses, participation, run_target, to_target, with_cumulative
 from analysis.page import fmt, write_page
 from analysis.recorder import load_run
@@ -108,6 +109,7 @@ def write_report(run_dir: Path) -> Path:
         ("Summary", "", table, []),
         ("Learning", "Held-out loss of the global adapter at each evaluated server version; the dotted "
                      "line is the target loss of the summary.", None, learning_figures(rounds, target)),
+        detection_section(run_dir, rounds),
         ("Participation", "Who took part, when, and how their sessions ended.", None,
          [fg.timeline_figure(clients), fg.outcome_figure(clients), fg.drop_figure(clients),
           fg.class_figure(clients), fg.duration_figure(clients)] if sessions else []),

@@ -27,7 +27,7 @@ so when it is submitted changes no number, and a dropped session costs no host c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import simpy
@@ -57,6 +57,14 @@ class Host(Protocol):
     def evaluate_clients(self, adapter: Any, groups: Any, clients: list, n_windows: int,
                          base_delta: Any) -> Any: ...
     def get(self, handles: list) -> list: ...
+
+
+class Probe(Protocol):
+    """A measurement of each evaluated version besides the held-out loss: called with the version's adapter
+    and base handles when it is evaluated (work may start on the host then), it returns a function that gives
+    the row's extra columns once the row is recorded."""
+
+    def __call__(self, adapter: Any, base_delta: Any) -> Callable[[], dict]: ...
 
 
 class Sink(Protocol):
@@ -176,13 +184,14 @@ class Emulator:
         sink: Sink,
         ranks: np.ndarray | None = None,
         personal_eval_clients: int = 32,
+        probes: tuple[Probe, ...] = (),
         on_progress=lambda row: None,
     ):
         self.env = simpy.Environment()
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
         self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
         self.strategy, self.clients, self.host, self.sink = strategy, clients, host, sink
-        self.on_progress = on_progress
+        self.probes, self.on_progress = probes, on_progress
         self.adapter = adapter
         self.version = 0
         # The LoRA rank each device can train at (model.memory_policy); 0: it cannot train. None: all full rank.
@@ -195,7 +204,7 @@ class Emulator:
         self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
         self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
         self._charged_until = 0.0
-        self._pending_eval: tuple[dict, Any, Any] | None = None
+        self._pending_eval: tuple[dict, Any, Any, list] | None = None
         candidates = np.flatnonzero(self.eligible)
         self._own_eval_devices = np.sort(stream(seed, "own-eval").choice(
             candidates, size=min(personal_eval_clients, len(candidates)), replace=False))
@@ -582,7 +591,7 @@ class Emulator:
     def _evaluate(self, row: dict) -> None:
         """Held-out loss of the new version, computed while the next round trains and recorded after it:
         on the shared held-out windows, and on a fixed sample of devices' own held-out text with their
-        personal part (for strategies without one, the global adapter alone)."""
+        personal part (for strategies without one, the global adapter alone); and what the probes measure."""
         if self.host is None:
             self._emit({**row, **NOT_EVALUATED})
             return
@@ -591,18 +600,20 @@ class Emulator:
                  self.clients.personal_part(int(d)) if self.clients.keeps_personal else None)
                 for d in self._own_eval_devices]
         own = self.host.evaluate_clients(self._adapter_ref, self.strategy.groups, mine, 4, self._base_ref)
+        extra = [probe(self._adapter_ref, self._base_ref) for probe in self.probes]
         self._finish_eval()
-        self._pending_eval = (row, ref, own)
+        self._pending_eval = (row, ref, own, extra)
 
     def _finish_eval(self) -> None:
         if self._pending_eval is None:
             return
-        row, ref, own = self._pending_eval
+        row, ref, own, extra = self._pending_eval
         self._pending_eval = None
         loss, pairs = self.host.get([ref, own])
         pairs = np.array(pairs).reshape(-1, 2)  # per device: its own part, the global adapter alone
         self._emit({**row, "eval_loss": float(loss), "eval_ppl": float(np.exp(loss)),
-                    "personal_loss": float(pairs[:, 0].mean()), "personal_global_loss": float(pairs[:, 1].mean())})
+                    "personal_loss": float(pairs[:, 0].mean()), "personal_global_loss": float(pairs[:, 1].mean()),
+                    **{k: v for finish in extra for k, v in finish().items()}})
 
     def _emit(self, row: dict) -> None:
         self.sink.round(row)

@@ -91,7 +91,6 @@ class TrainerActor:
         """Per client, the loss on windows of its own held-out text with its personal entries in the adapter
         (None: it has none) and with the global adapter alone."""
         s, trainer = self.trainer.settings, self.trainer
-        _, personal_mask, _ = groups.masks(trainer.layout)
         out = []
         for data_client, personal in clients:
             rng = stream(s.seed, "client-eval", data_client)
@@ -99,11 +98,30 @@ class TrainerActor:
             plain = trainer.evaluate(adapter, text, base_delta=base_delta)
             own = plain
             if personal is not None:
-                mine = adapter.clone()
-                mine[personal_mask] = personal
-                own = trainer.evaluate(mine, text, base_delta=base_delta)
+                own = trainer.evaluate(self._with_personal(adapter, groups, personal), text, base_delta=base_delta)
             out.append((own, plain))
         return out
+
+    def score_windows(self, adapter: torch.Tensor, groups: ParameterGroups, windows: tuple[np.ndarray, np.ndarray],
+                      sets: list[tuple[int, int, torch.Tensor | None]],
+                      base_delta: torch.Tensor | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per set of windows `windows[first:last]` (packed texts), the mean token loss of each window with the
+        set's personal entries in the adapter (None: it has none) and with the global adapter alone."""
+        packed, out = PackedTokens(*windows), []
+        for first, last, personal in sets:
+            texts = [packed.get(i) for i in range(first, last)]
+            plain = self.trainer.score(adapter, texts, base_delta=base_delta)
+            own = plain
+            if personal is not None:
+                own = self.trainer.score(self._with_personal(adapter, groups, personal), texts, base_delta=base_delta)
+            out.append((own, plain))
+        return out
+
+    def _with_personal(self, adapter: torch.Tensor, groups: ParameterGroups, personal: torch.Tensor) -> torch.Tensor:
+        _, personal_mask, _ = groups.masks(self.trainer.layout)
+        mine = adapter.clone()
+        mine[personal_mask] = personal
+        return mine
 
 
 class WorkerPool:
@@ -139,8 +157,8 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    def put(self, tensor: torch.Tensor | None) -> ray.ObjectRef | None:
-        return None if tensor is None else ray.put(tensor)
+    def put(self, value) -> ray.ObjectRef | None:
+        return None if value is None else ray.put(value)
 
     def train(self, job: TrainJob, start_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
         return self._submit("train", job, start_ref, base_ref)
@@ -152,6 +170,15 @@ class WorkerPool:
                          clients: list[tuple[int, torch.Tensor | None]], n_windows: int,
                          base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
         return self._submit("evaluate_clients", adapter_ref, groups, clients, n_windows, base_ref)
+
+    def score_windows(self, adapter_ref: ray.ObjectRef, groups: ParameterGroups, windows_ref: ray.ObjectRef,
+                      sets: list[tuple[int, int, torch.Tensor | None]],
+                      base_ref: ray.ObjectRef | None) -> list[ray.ObjectRef]:
+        """`windows_ref`: packed texts (tokens, offsets) put once; the sets are spread over the actors, one
+        call each, and the refs come back in order."""
+        parts = [p for p in np.array_split(np.arange(len(sets)), len(self._actors)) if len(p)]
+        return [self._submit("score_windows", adapter_ref, groups, windows_ref, [sets[i] for i in p], base_ref)
+                for p in parts]
 
     def _submit(self, method: str, *args) -> ray.ObjectRef:
         i = self._least_loaded()

@@ -244,3 +244,27 @@ class LocalTrainer:
             total += lm_loss(self.model, batch).item() * n
             count += n
         return total / count
+
+    @torch.no_grad()
+    def score(self, adapter: torch.Tensor, texts: list[np.ndarray], batch_size: int = 32,
+              base_delta: torch.Tensor | None = None) -> np.ndarray:
+        """(len(texts),) mean token loss of each text (token ids, at least two) under the model with `adapter`:
+        how surprising the model finds it. Texts of similar length share a padded batch; padding goes at the
+        end, where causal attention keeps it out of every real token's loss."""
+        self.set_base_delta(base_delta)
+        set_flat(self.model, adapter)
+        self.model.eval()
+        lengths = np.array([len(t) for t in texts])
+        if (lengths < 2).any():
+            raise ValueError("every text needs at least two tokens to score")
+        out = np.empty(len(texts))
+        order = np.argsort(lengths, kind="stable")
+        for idx in np.array_split(order, -(-len(order) // batch_size)) if len(order) else []:
+            batch = torch.zeros(len(idx), int(lengths[idx].max()), dtype=torch.int64)
+            for row, i in enumerate(idx):
+                batch[row, : lengths[i]] = torch.from_numpy(np.asarray(texts[i], dtype=np.int64))
+            logits = self.model(input_ids=batch[:, :-1]).logits
+            losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+            real = torch.arange(batch.shape[1] - 1)[None, :] < torch.from_numpy(lengths[idx] - 1)[:, None]
+            out[idx] = ((losses * real).sum(1) / real.sum(1)).numpy()
+        return out

@@ -1,6 +1,6 @@
 """The `fedfleet` command.
 
-    fedfleet run SCENARIO.yaml [--out DIR] [--seed N] [--workers N] [--address ADDR] [--set a.b=v ...]
+    fedfleet run SCENARIO.yaml [--out DIR] [--seed N] [--workers N] [--address ADDR] [--set a.b=v ...] [--smoke]
     fedfleet compare RUN_DIR RUN_DIR... [--out PAGE.html] [--target LOSS]
     fedfleet sweep SCENARIO.yaml --set a.b=v1,v2,... [--set ...] [--fix a.b=v ...] [--out DIR] [--address ADDR]
     fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from scenarios.loader import ScenarioError, load_scenario
+from scenarios.smoke import smoke_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--address", help="attach to this Ray cluster ('auto' or host:port)")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                      help="override any scenario field, e.g. --set fleet.size=5000 (repeatable)")
+    run.add_argument("--smoke", action="store_true",
+                     help="a reduced run that finishes in seconds (at most about 200 devices with every class "
+                     "kept, 2 rounds of a few clients, 4 cells, 2 local steps, 1 worker), applied after --set "
+                     "and validated again: does the scenario run end to end?")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = sub.add_parser("compare", help="overlay several run folders on one page")
@@ -76,6 +81,8 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{field}={value}")
     scenario = load_scenario(args.scenario, overrides)
+    if args.smoke:
+        scenario = load_scenario(args.scenario, overrides + smoke_overrides(scenario))
     # Imported here so that a bad scenario is reported in a second, before torch and Ray load.
     from scenarios.runner import RunOptions, run_scenario
 

@@ -18,19 +18,24 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from aggregation import AdapterLayout, ParameterGroups, Strategy, StrategyContext, build_strategy
 from aggregation.compression import ErrorFeedback, build_codec
+from analysis.detection import detection_summary, write_detection
 from analysis.recorder import RunRecorder
 from analysis.report import write_report
 from fleet.architectures import Architecture, get_architecture
 from fleet.base_model import load_base_model, load_tokenizer, resolve_model_path
+from fleet.cellsite import CellSiteConfig, auroc, generate, split_site, windows_with_labels
 from fleet.data import (
     DEFAULT_PUBLIC_PLAYS,
+    DetectionWindows,
     FederatedData,
     PackedTokens,
+    encode_words,
     jsonl_clients,
     shakespeare_clients,
     split_client,
@@ -44,10 +49,22 @@ from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.selection import build_selector
 from fleet.payload import emulated_values
-from fleet.trainer import LoraSpec, TrainSettings, adapter_layout, get_flat, set_flat, windows, wrap_with_lora
+from fleet.trainer import (
+    LoraSpec,
+    TrainJob,
+    TrainSettings,
+    adapter_layout,
+    get_flat,
+    set_flat,
+    windows,
+    wrap_with_lora,
+)
 from network_models import load_trace
 from scenarios.loader import ScenarioError
-from scenarios.schema import Scenario
+from scenarios.schema import CellSiteSection, Scenario
+
+
+ALONE_ROUND = -1  # the random streams of a site training alone after the run: no session has this round
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,8 @@ def train_settings(scenario: Scenario) -> TrainSettings:
 
 def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
     d = scenario.data
+    if d.source == "cellsite":
+        return cellsite_data(d.cellsite, scenario.seed, tokenizer)
     if d.source == "shakespeare":
         clients = shakespeare_clients(list(d.public_plays or DEFAULT_PUBLIC_PLAYS), d.min_lines)
     else:
@@ -86,6 +105,45 @@ def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
         train=train_packed,
         test=PackedTokens.pack(test),
         num_samples=train_packed.lengths(),
+    )
+
+
+def cellsite_data(c: CellSiteSection, seed: int, tokenizer) -> FederatedData:
+    """One data client per site, in time order: it trains on the site's past and holds out its last
+    `test_days` days; labelled windows of those days, for a seeded sample of sites, are the detection test."""
+    logs = generate(CellSiteConfig(sites=c.sites, days=c.days, period_min=c.period_min,
+                                   fault_rate_per_day=c.fault_rate_per_day), seed)
+    splits = [split_site(site, c.test_days) for site in logs.sites]
+    train = PackedTokens.pack(encode_words(tokenizer, ["\n".join(past) + "\n" for past, _, _ in splits]))
+    test = PackedTokens.pack(encode_words(tokenizer, ["\n".join(future) + "\n" for _, future, _ in splits]))
+    windows = [windows_with_labels(future, labels, c.window_lines) for _, future, labels in splits]
+    return FederatedData(client_ids=[site.site_id for site in logs.sites], train=train, test=test,
+                         num_samples=train.lengths(), detection=detection_windows(windows, c, seed, tokenizer))
+
+
+def detection_windows(windows: list[list[tuple[str, bool]]], c: CellSiteSection, seed: int,
+                      tokenizer) -> DetectionWindows | None:
+    """The windows each evaluated site's model scores: `c.eval_sites` sites drawn uniformly among those whose
+    held-out days have both fault and normal windows, and of each site up to half of `c.windows_per_site`
+    fault windows, the rest normal, drawn without replacement. None when no site has both."""
+    faulty = [np.array([f for _, f in site], dtype=bool) for site in windows]
+    eligible = [i for i, f in enumerate(faulty) if f.any() and not f.all()]
+    if not eligible:
+        return None
+    sites = np.sort(stream(seed, "detection-sites").choice(eligible, min(c.eval_sites, len(eligible)), replace=False))
+    picks = []
+    for i in sites:
+        rng, f = stream(seed, "detection-windows", int(i)), faulty[i]
+        n_fault = min(int(f.sum()), c.windows_per_site // 2)
+        n_normal = min(int((~f).sum()), c.windows_per_site - n_fault)
+        picks.append(np.sort(np.concatenate([rng.choice(np.flatnonzero(f), n_fault, replace=False),
+                                             rng.choice(np.flatnonzero(~f), n_normal, replace=False)])))
+    texts = [windows[i][k][0] for i, pick in zip(sites, picks) for k in pick]
+    return DetectionWindows(
+        clients=sites,
+        windows=PackedTokens.pack(encode_words(tokenizer, texts)),
+        offsets=np.concatenate([[0], np.cumsum([len(p) for p in picks])]).astype(np.int64),
+        faulty=np.concatenate([faulty[i][pick] for i, pick in zip(sites, picks)]),
     )
 
 
@@ -113,6 +171,80 @@ def eval_windows(data: FederatedData, n: int, seq_len: int, seed: int) -> torch.
         for i in range(n)
     ]
     return torch.cat(rows)
+
+
+class DetectionProbe:
+    """Fault detection of each evaluated version (an emulator probe): every evaluated site's windows scored on
+    the workers with the global adapter and with the adapter of the site's device (its lowest-id device: the
+    global adapter with the device's personal part), AUROC per site against the window labels. The per-site
+    AUROCs of the first version (the base model) and of the last are kept for the final comparison."""
+
+    def __init__(self, pool: WorkerPool, detection: DetectionWindows, fleet: Fleet, clients: ClientSide,
+                 groups: ParameterGroups):
+        self.pool, self.detection, self.clients, self.groups = pool, detection, clients, groups
+        self.windows_ref = pool.put((detection.windows.tokens, detection.windows.offsets))
+        first: dict[int, int] = {}
+        for device, client in enumerate(fleet.data_client.tolist()):
+            first.setdefault(client, device)
+        # -1: no device has the site's data; it is scored with the initial personal part
+        self.devices = np.array([first.get(int(c), -1) for c in detection.clients])
+        self.sites = list(range(len(self.devices)))
+        self.base: np.ndarray | None = None  # per-site AUROC of the first version
+        self.last: tuple[np.ndarray, np.ndarray] | None = None  # of the last: own adapter, global adapter
+
+    def __call__(self, adapter_ref, base_ref) -> Callable[[], dict]:
+        keeps = self.clients.keeps_personal
+        personal = [self.clients.personal_part(int(d)) if keeps else None for d in self.devices]
+        refs = self.score(adapter_ref, self.sites, personal, base_ref)
+
+        def finish() -> dict:
+            own, plain = self.aurocs(refs, self.sites)
+            self.base = plain if self.base is None else self.base
+            self.last = own, plain
+            return {"detection_auroc": float(plain.mean()), "detection_auroc_personal": float(own.mean())}
+
+        return finish
+
+    def score(self, adapter_ref, sites: list[int], personal: list, base_ref) -> list:
+        """Refs to the window scores of `sites` (indices into the evaluated sites), each with its personal part."""
+        o = self.detection.offsets
+        return self.pool.score_windows(adapter_ref, self.groups, self.windows_ref,
+                                       [(int(o[j]), int(o[j + 1]), p) for j, p in zip(sites, personal)], base_ref)
+
+    def aurocs(self, refs: list, sites: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-site AUROC with the own adapter and with the global adapter alone."""
+        pairs = [pair for part in self.pool.get(refs) for pair in part]
+        o, faulty = self.detection.offsets, self.detection.faulty
+        labels = [faulty[o[j]: o[j + 1]] for j in sites]
+        return tuple(np.array([auroc(pair[k], y) for pair, y in zip(pairs, labels)]) for k in (0, 1))
+
+    def alone(self, starts: list[torch.Tensor], steps: int, base_ref=None) -> np.ndarray:
+        """Per-site AUROC after each site trains alone on its own training text for `steps` local steps from
+        starts[j]: the same batches whatever the start, the strategy's frozen entries held, no proximal term."""
+        jobs = [TrainJob(client=int(c), data_client=int(c), round=ALONE_ROUND, base_version=0, steps=steps,
+                         groups=self.groups) for c in self.detection.clients]
+        results = self.pool.get([self.pool.train(job, self.pool.put(start), base_ref)
+                                 for job, start in zip(jobs, starts)])
+        refs = [ref for j, (start, r) in enumerate(zip(starts, results))
+                for ref in self.score(self.pool.put(start + r.delta), [j], [None], base_ref)]
+        return self.aurocs(refs, self.sites)[1]
+
+    def sites_table(self, data: FederatedData, steps: int, local: np.ndarray, tuned: np.ndarray) -> pd.DataFrame:
+        d = self.detection
+        own, plain = self.last
+        return pd.DataFrame({
+            "site": [data.client_ids[c] for c in d.clients],
+            "data_client": d.clients,
+            "device": self.devices,
+            "windows": np.diff(d.offsets),
+            "fault_windows": np.add.reduceat(d.faulty, d.offsets[:-1]).astype(int),
+            "local_steps": steps,
+            "auroc_base": self.base,
+            "auroc_local": local,
+            "auroc_global": plain,
+            "auroc_personal": own,
+            "auroc_tuned": tuned,
+        })
 
 
 def new_run_dir(scenario: Scenario, options: RunOptions) -> Path:
@@ -267,7 +399,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         bar = stack.enter_context(
             tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress)
         )
-        pool = None
+        pool = probe = detection = None
         if training:
             stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker))
             pool = stack.enter_context(
@@ -276,6 +408,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
                                                               scenario.seed))
             )
             pool.wait_ready()
+            if data.detection is not None:
+                probe = DetectionProbe(pool, data.detection, fleet, clients, strategy.groups)
 
         def progress(row: dict) -> None:
             if options.on_round is not None:
@@ -293,18 +427,29 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             radio=radio(scenario),
             cost=cost,
             selector=build_selector(r.selection.name, **r.selection.params()),
-            adapter=adapter,
+            adapter=adapter.clone(),  # `adapter` stays the initial one, for the local-only baseline
             strategy=strategy,
             clients=clients,
             host=pool,
             sink=recorder,
             ranks=ranks,
+            probes=(probe,) if probe else (),
             on_progress=progress,
         ).run()
+        if probe is not None:  # each site alone, from the initial adapter and from its own final one
+            steps = scenario.data.cellsite.local_sessions * t.local_steps
+            own = [clients.start(int(d), final) for d in probe.devices]
+            detection = probe.sites_table(data, steps, probe.alone([adapter] * len(own), steps),
+                                          probe.alone(own, steps, pool.put(strategy.base_delta)))
 
     if training:
         save_adapter(server_model, final, strategy, run_dir / "adapter")
-    recorder.close(summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, layout, wall_start))
+    summary = summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, layout, wall_start)
+    if detection is not None:
+        found = detection_summary(pd.DataFrame(recorder.rounds_rows), detection, scenario.data.cellsite.target_auroc)
+        write_detection(run_dir, detection, found)
+        summary.update(found)
+    recorder.close(summary)
     if scenario.output.report:
         write_report(run_dir)
     return run_dir

@@ -208,8 +208,49 @@ class ModelSection(Section):
         return v
 
 
+class CellSiteSection(Section):
+    """Cell-site operations logs (fleet/cellsite.py, docs/cellsite_logs.md), generated from the scenario's
+    seed: one data client per site, which trains on the site's past and holds out its last `test_days` days
+    (in time order); a site's model then scores windows of those days as a fault detector."""
+
+    sites: int = Field(1000, ge=2, le=100_000, description="cell sites, one data client each; give the fleet as "
+                       "many devices so that each site has its own edge server")
+    days: int = Field(3, ge=2, le=60, description="days of log per site: 3 at 15-minute periods is about 86,000 "
+                      "tokens a site with the built-in tokenizer")
+    period_min: int = Field(15, ge=1, le=1440, description="KPI reporting period (minutes); must divide a day")
+    fault_rate_per_day: float = Field(0.15, ge=0, le=24, description="faults per site per day of fault-free time")
+    test_days: int = Field(1, ge=1, description="last days of each site held out for testing: the model trains on "
+                           "the past and detects in the future")
+    window_lines: int = Field(1, ge=1, le=64, description="log lines per scored window; a KPI line is about 99 "
+                              "tokens with the built-in tokenizer, whose context is 256 tokens: 1 or 2")
+    eval_sites: int = Field(16, ge=1, description="sites whose fault detection is measured: a seeded uniform "
+                            "sample of the sites whose held-out days have both fault and normal windows (AUROC is "
+                            "undefined for the others)")
+    windows_per_site: int = Field(32, ge=2, description="windows scored per evaluated site, up to half of them "
+                                  "fault windows (sampled, seeded), the rest normal; AUROC does not depend on the "
+                                  "mix, and 16 x 32 windows of one line take about a second on two workers")
+    local_sessions: int = Field(1, ge=1, description="sessions of training.local_steps that each evaluated site "
+                                "trains alone on its own past after the run, once from the initial adapter "
+                                "(local-only) and once from its own final adapter (same batches); 1: the compute a "
+                                "site spends each time it takes part")
+    target_auroc: float | None = Field(None, gt=0.5, le=1, description="detection AUROC that 'time to detection "
+                                       "target' is measured to; None: halfway from the base model's to the highest "
+                                       "reached")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CellSiteSection":
+        if self.test_days >= self.days:
+            raise ValueError(f"test_days ({self.test_days}) must be below days ({self.days}): a site needs a past "
+                             "to train on")
+        if 1440 % self.period_min:
+            raise ValueError(f"period_min must divide a day (1440 minutes), got {self.period_min}")
+        return self
+
+
 class DataSection(Section):
-    source: Literal["shakespeare", "jsonl"] = Field("shakespeare", description="where client text comes from")
+    source: Literal["shakespeare", "jsonl", "cellsite"] = Field(
+        "shakespeare", description="where client text comes from: Shakespeare's roles, a JSONL file, or generated "
+        "cell-site logs (data.cellsite)")
     path: str | None = Field(None, description="the JSONL file when source is 'jsonl'")
     public_plays: list[str] | None = Field(
         None, description="plays kept out of every client (default: the six the built-in model was trained on)"
@@ -220,10 +261,23 @@ class DataSection(Section):
         256, ge=1, description="held-out windows (one per client, cycling) on which the global loss is measured"
     )
 
+    cellsite: CellSiteSection | None = Field(
+        None, description="the cell-site logs when source is 'cellsite' (every field defaults)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cellsite_defaults(cls, data: Any) -> Any:
+        """`source: cellsite` alone gets the default logs, written out in the resolved scenario."""
+        if isinstance(data, dict) and data.get("source") == "cellsite" and data.get("cellsite") is None:
+            return {**data, "cellsite": {}}
+        return data
+
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> "DataSection":
         if self.source == "jsonl" and not self.path:
             raise ValueError("data.path is required when data.source is 'jsonl'")
+        if self.source != "cellsite" and self.cellsite is not None:
+            raise ValueError(f"data.cellsite applies to source 'cellsite' only, not {self.source!r}")
         return self
 
 

@@ -1,0 +1,74 @@
+"""Fault-detection records of a run: the target and what it took to reach it against hand-computed values, and
+the report's "Fault detection" section with data in every figure."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.detection import MODELS, detection_summary, detection_target, load_detection, write_detection
+from analysis.report import write_report
+
+# Per version (see tests/analysis/conftest.py: t_end 0, 10, 25, 45, 70; bytes up 0, 100, 200, 300, 400)
+GLOBAL = [0.55, 0.60, 0.70, 0.68, 0.75]
+OWN = [0.55, 0.65, 0.72, 0.80, 0.78]
+
+
+def sites(n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({
+        "site": [f"S{i:04d}" for i in range(n)], "data_client": range(n), "device": range(10, 10 + n),
+        "windows": 32, "fault_windows": [16, 5, 9][:n], "local_steps": 64,
+        "auroc_base": [0.5, 0.6, 0.55][:n], "auroc_local": [0.6, 0.7, 0.5][:n],
+        "auroc_global": [0.8, 0.7, 0.75][:n], "auroc_personal": [0.9, 0.7, 0.74][:n],
+        "auroc_tuned": [0.95, 0.8, 0.7][:n],
+    })
+
+
+def with_detection(rounds: pd.DataFrame) -> pd.DataFrame:
+    return rounds.assign(detection_auroc=GLOBAL, detection_auroc_personal=OWN)
+
+
+def test_target_defaults_to_halfway_from_base_to_best(make_run):
+    rounds = with_detection(pd.read_parquet(make_run() / "rounds.parquet"))
+    target, how = detection_target(rounds, None)
+    assert target == pytest.approx((0.55 + 0.80) / 2) and "halfway" in how
+    assert detection_target(rounds, 0.7) == (0.7, "set by the scenario (data.cellsite.target_auroc)")
+    assert detection_target(rounds.assign(detection_auroc_personal=[0.6, 0.5, 0.6, 0.4, 0.55]), None)[0] is None
+
+
+def test_summary_means_and_time_to_target(make_run):
+    rounds = with_detection(pd.read_parquet(make_run() / "rounds.parquet"))
+    found = detection_summary(rounds, sites(), target=0.7)
+    # the sites' own adapters first reach 0.7 at version 2 (0.72): t_end 25, 100 + 200 bytes up, 2 x 1000 down
+    assert found["time_to_detection_target_s"] == 25.0
+    assert found["uplink_bytes_to_detection_target"] == 300 and found["downlink_bytes_to_detection_target"] == 2000
+    assert found["detection_auroc_personal"] == pytest.approx((0.9 + 0.7 + 0.74) / 3)
+    assert found["detection_auroc_local"] == pytest.approx(0.6)
+    assert found["detection_auroc_tuned_median"] == pytest.approx(0.8)
+    assert (found["detection_sites"], found["detection_windows"], found["detection_fault_windows"]) == (3, 96, 30)
+    never = detection_summary(rounds, sites(), target=0.95)
+    assert math.isnan(never["time_to_detection_target_s"])
+
+
+def test_report_has_a_fault_detection_section(make_run, figures_of):
+    run_dir = make_run()
+    rounds = with_detection(pd.read_parquet(run_dir / "rounds.parquet"))
+    rounds.to_parquet(run_dir / "rounds.parquet", index=False)
+    write_detection(run_dir, sites(), detection_summary(rounds, sites(), target=None))
+    page = write_report(run_dir)
+    text = page.read_text(encoding="utf-8")
+    assert "<h2>Fault detection</h2>" in text and "local training steps per site" in text
+    assert "0.780 (0.740)" in text  # the sites' own adapters: mean and median
+    figures = {f["title"]: f for f in figures_of(page)}
+    over_time = figures["Fault-detection AUROC against simulated time (mean over the evaluated sites)"]
+    assert [t["y"] for t in over_time["traces"]] == [GLOBAL, OWN]
+    per_site = figures["Final fault-detection AUROC per evaluated site"]
+    assert [t["name"] for t in per_site["traces"]] == list(MODELS.values())
+    assert [t["y"] for t in per_site["traces"]] == [sites()[column].tolist() for column in MODELS]
+
+
+def test_runs_without_detection_have_no_section(make_run):
+    run_dir = make_run()
+    assert load_detection(run_dir) is None
+    assert "Fault detection" not in write_report(run_dir).read_text(encoding="utf-8")
+
