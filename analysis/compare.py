@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis import detection as dt
 from analysis import figures as fg
 from analysis.metrics import final_loss, losses, to_target, with_cumulative
 from analysis.page import PALETTE, write_page
@@ -30,6 +31,7 @@ HEADINGS = {  # comparison_table column -> what the page calls it
     "updates_aggregated": "updates aggregated", "time_to_target_s": "time to target (s)",
     "uplink_bytes_to_target": "uplink bytes to target", "downlink_bytes_to_target": "downlink bytes to target",
     "energy_to_target_j": "fleet energy to target (J)", "uplink_fraction_of_full": "uplink, share of full-model",
+    **dt.HEADINGS,
 }
 
 
@@ -66,6 +68,13 @@ def default_target(runs: list[Run]) -> float | None:
     return max(finals) if finals else None
 
 
+def detection_target(runs: list[Run]) -> float | None:
+    """The lowest of the runs' own fault-detection targets (runs of one scenario share it); None without."""
+    targets = [r.summary.get("detection_target_auroc") for r in runs]
+    targets = [t for t in targets if t is not None]
+    return min(targets) if targets else None
+
+
 def unique_labels(run_dirs: list[Path]) -> list[str]:
     """The run folders' names; a name used twice gets ' (2)', ' (3)', ... from its second use on."""
     labels: list[str] = []
@@ -80,7 +89,7 @@ def unique_labels(run_dirs: list[Path]) -> list[str]:
 
 # --- the table ---------------------------------------------------------------------------------------------
 
-def run_row(run: Run, target: float | None) -> dict:
+def run_row(run: Run, target: float | None, auroc_target: float | None = None) -> dict:
     rounds, summary = run.rounds, run.summary
     personal = rounds["personal_loss"].dropna() if "personal_loss" in rounds else pd.Series(dtype=float)
     return {
@@ -97,6 +106,7 @@ def run_row(run: Run, target: float | None) -> dict:
         "target_loss": target if target is not None else np.nan,
         **to_target(rounds, target),
         "uplink_fraction_of_full": float(summary.get("uplink_fraction_of_full") or np.nan),
+        **dt.detection_columns(rounds, summary, auroc_target),
     }
 
 
@@ -109,7 +119,7 @@ def comparison_table(runs: dict[str, Path], target: float | None = None) -> pd.D
 
 
 def _table(runs: list[Run], target: float | None) -> pd.DataFrame:
-    return pd.DataFrame([run_row(r, target) for r in runs])
+    return pd.DataFrame([run_row(r, target, detection_target(runs)) for r in runs])
 
 
 def shown_table(table: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
@@ -183,12 +193,24 @@ def staleness_overlay(runs: list[Run]) -> go.Figure | None:
                      barmode="group")
 
 
+def detection_overlay(runs: list[Run]) -> go.Figure | None:
+    """Fault-detection AUROC of the sites' own adapters against simulated time, for runs that measured it."""
+    lines = [go.Scatter(x=r.rounds["t_end"], y=r.rounds[dt.DEPLOYED], mode="lines+markers", name=r.label,
+                        line_color=r.colour, marker_color=r.colour) for r in runs if dt.DEPLOYED in r.rounds]
+    if not lines:
+        return None
+    fig = go.Figure(lines)
+    fg.add_target(fig, detection_target(runs))
+    return fg.layout(fig, "Fault-detection AUROC of the sites' own adapters against simulated time (mean over "
+                     "the evaluated sites)", "simulated time (s)", dt.AUROC_AXIS)
+
+
 def _figures(runs: list[Run], target: float | None) -> list[go.Figure]:
     figures = [loss_overlay(runs, x, "eval_loss", title, x_title, target) for x, title, x_title in fg.LOSS_VIEWS]
     figures += [
         loss_overlay(runs, "t_end", "personal_loss", "Loss on devices' own held-out text, with their personal "
                      "part, against simulated time", "simulated time (s)", None),
-        completion_overlay(runs), round_overlay(runs), battery_overlay(runs), staleness_overlay(runs),
+        detection_overlay(runs), completion_overlay(runs), round_overlay(runs), battery_overlay(runs), staleness_overlay(runs),
     ]
     figures = [f for f in figures if f is not None]
     for fig in figures:
@@ -215,6 +237,10 @@ def write_comparison(run_dirs: list[Path], out: Path, target: float | None = Non
         how = "as given" if target is not None else "the highest final loss among the runs, so every run reaches it"
         about = (f"Target held-out loss: {chosen:.4g} ({how}). Time, bytes and energy to target: at the first "
                  "evaluated server version at or below it.")
+    auroc_target = detection_target(runs)
+    if auroc_target is not None:
+        about += (f" Fault-detection target AUROC: {auroc_target:.3g} (the lowest of the runs' own targets); "
+                  f"reached at the first evaluated version from which it holds for {dt.HOLD} versions.")
     table = shown_table(_table(runs, chosen), runs)
     figures = _figures(runs, chosen)
     out = Path(out)

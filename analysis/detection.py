@@ -34,6 +34,7 @@ MODELS = {
 }
 DEPLOYED = "detection_auroc_personal"  # what a site runs: with its personal part, where it keeps one
 AUROC_AXIS = "fault-detection AUROC"
+HOLD = 3  # evaluated versions a target must hold for to count as reached
 
 
 def detection_target(rounds: pd.DataFrame, target: float | None) -> tuple[float | None, str]:
@@ -50,12 +51,16 @@ def detection_target(rounds: pd.DataFrame, target: float | None) -> tuple[float 
     return base + (best - base) / 2, f"halfway from the base model's AUROC {base:.3f} to the highest, {best:.3f}"
 
 
-def to_detection_target(rounds: pd.DataFrame, target: float | None) -> dict:
-    """Simulated time and uplink and downlink bytes until the sites' own adapters first reach `target` mean
-    AUROC (NaN: never, or no target)."""
+def to_detection_target(rounds: pd.DataFrame, target: float | None, hold: int = HOLD) -> dict:
+    """Simulated time and uplink and downlink bytes until the sites' own adapters reach `target` mean AUROC
+    and hold it: at the first evaluated version from which the next `hold` evaluated versions (fewer at the
+    end of the run) all score at or above it. A single version's AUROC swings by 0.1 and more as the global
+    adapter moves, so a first crossing alone would often time a lucky version. NaN: never, or no target."""
     rounds = with_cumulative(rounds)
-    hit = rounds[rounds[DEPLOYED] >= target] if target is not None and DEPLOYED in rounds else rounds.iloc[0:0]
-    first = hit.iloc[0] if len(hit) else None
+    scored = rounds.dropna(subset=[DEPLOYED]) if target is not None and DEPLOYED in rounds else rounds.iloc[0:0]
+    above = (scored[DEPLOYED] >= target).to_numpy()
+    held = [i for i in range(len(above)) if above[i: i + hold].all()]
+    first = scored.iloc[held[0]] if held else None
 
     def at(column: str) -> float:
         return float(first[column]) if first is not None else math.nan
@@ -80,6 +85,29 @@ def detection_summary(rounds: pd.DataFrame, sites: pd.DataFrame, target: float |
         "detection_target_how": how,
         **to_detection_target(rounds, chosen),
     }
+
+
+#: summary.json's fault-detection figures that a comparison or sweep table shows, and their headings.
+HEADINGS = {
+    "detection_auroc_base": "detection AUROC, base model",
+    "detection_auroc_local": "detection AUROC, local-only",
+    "detection_auroc_personal": "detection AUROC at the end (sites' own adapters)",
+    "detection_auroc_tuned": "detection AUROC, own adapter then local training",
+    "detection_target_auroc": "detection target (AUROC)",
+    "time_to_detection_target_s": "time to detection target (s)",
+    "uplink_bytes_to_detection_target": "uplink bytes to detection target",
+    "downlink_bytes_to_detection_target": "downlink bytes to detection target",
+}
+
+
+def detection_columns(rounds: pd.DataFrame, summary: dict, target: float | None = None) -> dict:
+    """A run's fault-detection figures for a table beside other runs ({} for a run without): its final AUROCs
+    and what it took to reach `target` (None: the run's own target)."""
+    if "detection_sites" not in summary:
+        return {}
+    target = summary["detection_target_auroc"] if target is None else target
+    finals = {column: summary[column] for column in HEADINGS if column.startswith("detection_auroc")}
+    return {**finals, "detection_target_auroc": target, **to_detection_target(rounds, target)}
 
 
 def write_detection(run_dir: Path, sites: pd.DataFrame, summary: dict) -> None:
@@ -150,7 +178,7 @@ def detection_section(run_dir: Path, rounds: pd.DataFrame) -> Section:
             "loss; AUROC is the chance that a fault window scores above a normal one (0.5: no better than "
             "chance). Local-only: the site trained alone on its own past from the initial adapter; own adapter, "
             "then local training: the same local steps on the same batches, from the site's adapter at the end "
-            "of the run. Means are over the evaluated sites; the simulated time to target is that of the sites' "
-            "own adapters.")
+            "of the run. Means are over the evaluated sites. The target counts as reached at the first evaluated "
+            f"version from which the sites' own adapters hold it for {HOLD} evaluated versions.")
     figures = [auroc_figure(rounds, summary), site_figure(sites)] if len(sites) else []
     return "Fault detection", text, detection_table(summary), figures

@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from analysis.compare import comparison_figures, to_target, write_page
+from analysis.detection import detection_columns
 from analysis.grid import Trial, grid
 from scenarios.loader import ScenarioError, load_scenario
 from scenarios.schema import Scenario
@@ -210,6 +211,7 @@ def sweep_table(sweep_dir: Path, trials: list[Trial], results: dict[int, TrialRe
             **to_target(rounds if rounds is not None else NO_ROUNDS, target),
             "completion_rate": summary.get("completion_rate", NAN),
             "mean_round_s": summary.get("mean_round_s", NAN),
+            **(detection_columns(rounds, summary) if rounds is not None else {}),
             "node": result.node,
             "wall_start": result.wall_start,
             "wall_end": result.wall_end,

@@ -1,11 +1,14 @@
 """Fault-detection records of a run: the target and what it took to reach it against hand-computed values, and
 the report's "Fault detection" section with data in every figure."""
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from analysis.compare import comparison_table, write_comparison
 from analysis.detection import MODELS, detection_summary, detection_target, load_detection, write_detection
 from analysis.report import write_report
 
@@ -50,6 +53,15 @@ def test_summary_means_and_time_to_target(make_run):
     assert math.isnan(never["time_to_detection_target_s"])
 
 
+def test_a_target_counts_as_reached_once_it_holds(make_run):
+    # version 1 spikes above the target and falls back; from version 3 on it stays (the run ends after 2)
+    rounds = pd.read_parquet(make_run() / "rounds.parquet").assign(
+        detection_auroc=GLOBAL, detection_auroc_personal=[0.55, 0.75, 0.60, 0.72, 0.71])
+    reached = detection_summary(rounds, sites(), target=0.7)
+    assert reached["time_to_detection_target_s"] == 45.0 and reached["uplink_bytes_to_detection_target"] == 600
+    assert math.isnan(detection_summary(rounds, sites(), target=0.715)["time_to_detection_target_s"])
+
+
 def test_report_has_a_fault_detection_section(make_run, figures_of):
     run_dir = make_run()
     rounds = with_detection(pd.read_parquet(run_dir / "rounds.parquet"))
@@ -72,3 +84,30 @@ def test_runs_without_detection_have_no_section(make_run):
     assert load_detection(run_dir) is None
     assert "Fault detection" not in write_report(run_dir).read_text(encoding="utf-8")
 
+
+
+def detection_run(make_run, name: str, own: list[float], target: float) -> Path:
+    """A run folder with fault detection measured: `own` is the sites' own adapters' AUROC per version."""
+    run_dir = make_run(name)
+    rounds = pd.read_parquet(run_dir / "rounds.parquet").assign(detection_auroc=GLOBAL, detection_auroc_personal=own)
+    rounds.to_parquet(run_dir / "rounds.parquet", index=False)
+    found = detection_summary(rounds, sites(), target=target)
+    write_detection(run_dir, sites(), found)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps(summary | found))
+    return run_dir
+
+
+def test_comparison_measures_every_run_to_the_lowest_detection_target(make_run, figures_of, tmp_path):
+    slow = detection_run(make_run, "slow", [0.55, 0.60, 0.66, 0.71, 0.72], target=0.7)
+    fast = detection_run(make_run, "fast", OWN, target=0.65)
+    table = comparison_table({"slow": slow, "fast": fast, "plain": make_run("plain")})
+    # the common target 0.65: slow holds it from version 2 (t_end 25), fast from version 1 (t_end 10)
+    assert table["detection_target_auroc"].tolist()[:2] == [0.65, 0.65]
+    assert table["time_to_detection_target_s"].tolist()[:2] == [25.0, 10.0]
+    assert table["detection_auroc_personal"][1] == pytest.approx((0.9 + 0.7 + 0.74) / 3)
+    assert math.isnan(table["time_to_detection_target_s"][2])  # no detection in that run
+    page = write_comparison([slow, fast], tmp_path / "compare.html")
+    over_time = [f for f in figures_of(page) if f["title"].startswith("Fault-detection AUROC")]
+    assert [t["y"] for t in over_time[0]["traces"]] == [[0.55, 0.60, 0.66, 0.71, 0.72], OWN]
+    assert "time to detection target (s)" in page.read_text(encoding="utf-8")
