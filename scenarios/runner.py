@@ -344,7 +344,7 @@ def round_rules(scenario: Scenario) -> RoundRules:
     r, f = scenario.run, scenario.fleet
     return RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.policy, r.min_reports,
                       r.eval_every, scenario.training.local_steps, f.min_charge, f.cutoff_charge,
-                      f.only_while_charging)
+                      f.only_while_charging, r.reject_norm_factor)
 
 
 def radio(scenario: Scenario) -> Radio:
