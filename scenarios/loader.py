@@ -1,4 +1,5 @@
-"""Reading a scenario file: YAML in, a validated `Scenario` out, or a `ScenarioError` naming each bad field.
+"""Reading a scenario file: YAML in, a validated and checked `Scenario` out (scenarios/checks.py: files,
+model against fleet, cohort, deadline), or a `ScenarioError` naming each bad field.
 
 Overrides (`--set fleet.size=5000`) are applied to the YAML tree before validation, so they are checked
 exactly like the file.
@@ -43,7 +44,9 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
     for item in overrides:
         apply_override(tree, item)
     scenario = parse_scenario(tree, source=str(path))
-    check_files(scenario)
+    from scenarios.checks import check_scenario  # it reports through ScenarioError, defined here
+
+    check_scenario(scenario, source=str(path))
     return scenario
 
 
@@ -81,14 +84,3 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ScenarioError(f"override {item!r}: the value is not valid YAML: {err}") from None
-
-
-def check_files(scenario: Scenario) -> None:
-    """Files a scenario names (relative to the current folder) must exist before any work starts."""
-    if scenario.data.source == "jsonl":
-        if not Path(scenario.data.path).is_file():
-            raise ScenarioError(f"data.path: no such file: {scenario.data.path}")
-    model = scenario.model.path
-    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
-    if model != "builtin" and looks_local and not (Path(model).expanduser() / "config.json").is_file():
-        raise ScenarioError(f"model.path: {model} is not a Hugging Face model folder (no config.json)")
