@@ -14,6 +14,7 @@ work, whatever the seed. Problems are reported together, one line each.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +156,10 @@ def fleet_problems(scenario: Scenario) -> list[Problem]:
             f"{can_train} devices whose class can hold LoRA training of {arch.name}")))
     if r.policy == "deadline":
         shortest = shortest_session_s(scenario, arch, trainable, strategy)
-        if shortest > r.deadline_s:
+        if math.isinf(shortest):
+            problems.append(Problem("run.deadline_s", "no session can ever finish: even the best possible link "
+                                    "carries nothing (check network.noise_figure_db, the powers and the traces)"))
+        elif shortest > r.deadline_s:
             problems.append(Problem("run.deadline_s", (
                 f"{r.deadline_s:g} s is shorter than any session can be: at least {shortest:.4g} s for the fastest "
                 "device's local work and the adapter's download and upload on the best possible link")))
@@ -178,10 +182,17 @@ def shortest_session_s(scenario: Scenario, arch: Architecture, trainable: list[C
     codec = build_codec(compression.name, **({"fraction": compression.fraction} if compression.name == "topk" else {}))
     down_bits, up_bits = 8.0 * 4 * values, 8.0 * codec.encoded_bytes(values) if values else 0.0
     tx_dbm = max(f.spec.tx_power_dbm for f in trainable)
-    down_s = down_bits / best_rate_bps(scenario, net.downlink_mhz, net.bs_power_dbm, net.downlink_trace)
-    up_s = up_bits / best_rate_bps(scenario, net.uplink_mhz, tx_dbm, net.uplink_trace)
+    down_s = transfer_s(down_bits, best_rate_bps(scenario, net.downlink_mhz, net.bs_power_dbm, net.downlink_trace))
+    up_s = transfer_s(up_bits, best_rate_bps(scenario, net.uplink_mhz, tx_dbm, net.uplink_trace))
     backhaul_s = net.backhaul_latency_ms / 1e3 + up_bits / (net.backhaul_mbps * 1e6)
     return compute_s + down_s + up_s + backhaul_s
+
+
+def transfer_s(bits: float, rate_bps: float) -> float:
+    """Seconds to send `bits`; infinite where the link carries nothing (the SNR underflows, a silent trace)."""
+    if bits == 0:
+        return 0.0
+    return bits / rate_bps if rate_bps > 0 else float("inf")
 
 
 def best_rate_bps(scenario: Scenario, band_mhz: float, tx_power_dbm: float, trace) -> float:

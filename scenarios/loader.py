@@ -39,6 +39,12 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ScenarioError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: YAML nested too deeply") from None
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
     if not isinstance(tree, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:

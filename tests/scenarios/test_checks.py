@@ -175,3 +175,9 @@ def test_command_exits_2_before_loading_the_heavy_parts(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
     assert done.returncode == 2, done.stderr
     assert "run.deadline_s" in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_link_that_carries_nothing():
+    # a 300 dB noise figure leaves no SNR at all: found by fuzzing, once a division by zero
+    message = check_message({"network": {"noise_figure_db": 300}})
+    assert "run.deadline_s: no session can ever finish" in message
