@@ -386,7 +386,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         )
         pool = probe = detection = None
         if training:
-            stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker))
+            stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard,
+                                            rt.loopback_only))
             pool = stack.enter_context(
                 WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora,
                            settings, data.train, data.test, eval_windows(data, scenario.data.eval_windows, t.seq_len,

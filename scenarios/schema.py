@@ -386,6 +386,10 @@ class RuntimeSection(Section):
     workers: int = Field(2, ge=1, le=4096, description="Ray actors that train clients")
     threads_per_worker: int = Field(1, ge=1, le=256, description="torch threads (and Ray CPUs) per actor")
     address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: local")
+    dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray (off: one web server "
+                            "fewer, and nothing to reach from outside)")
+    loopback_only: bool = Field(True, description="a local Ray listens on 127.0.0.1 only (its dashboard too); "
+                                "false: on every interface, as Ray does by default")
 
 
 class OutputSection(Section):
