@@ -83,13 +83,6 @@ def file_problems(scenario: Scenario) -> list[Problem]:
     return problems
 
 
-def check_files(scenario: Scenario) -> None:
-    """Only the files (cheap, and needed by every other check)."""
-    problems = file_problems(scenario)
-    if problems:
-        raise ScenarioError("\n".join(f"{p.field}: {p.reason}" for p in problems))
-
-
 # --- what the clock times ----------------------------------------------------------------------------
 
 
