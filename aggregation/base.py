@@ -86,6 +86,8 @@ class Strategy(ABC):
     max_staleness: int | None = None  # updates staler than this are dropped on arrival
     min_updates: int = 1  # fewest updates the rule can aggregate (Krum: 2f + 3)
     extra_round_trips: int = 0  # message rounds beyond the upload before aggregating (secure aggregation)
+    partial_work: bool = False  # under a deadline, stragglers send the steps they finished (FedProx)
+    sees_updates: bool = True  # does the server see each update alone (False: only their masked sum)?
     groups: ParameterGroups = ParameterGroups()  # entries kept on the device or frozen (partial aggregation)
     # Dense weight deltas merged into the frozen base, per adapted module in layout order, in product units
     # (sum p_k B_k A_k; the trainer applies the LoRA scaling). None: the base never changes (all but FLoRA).

@@ -195,6 +195,7 @@ class SecAggSession:
 class SecAggFedAvg(Strategy):
     name = "secagg_fedavg"
     extra_round_trips = 3  # advertise keys, share keys and unmasking, beyond the masked upload
+    sees_updates = False  # the server learns only the sum: it cannot screen updates one by one
 
     def __init__(self, threshold_fraction: float = 0.5, server_lr: float = 1.0, frac_bits: int = 24,
                  neighbours: int = 0):

@@ -33,6 +33,8 @@ OUTCOMES = {  # colour and marker of each way a session ends
     "missed_deadline": ("#8c510a", "hourglass"),
     "surplus": ("#bdbdbd", "diamond"),
     "stale": ("#35978f", "square"),
+    "rejected_nonfinite": ("#e7298a", "star"),
+    "rejected_norm": ("#c51b7d", "star-open"),
 }
 OTHER_OUTCOME = ("#000000", "circle-open")
 

@@ -60,7 +60,8 @@ def run_sweep(scenario: str | Path, sets: list[str], out: Path | None = None, ad
     # Imported here: Ray starts only once every trial is valid, and the figures need neither Ray nor fleet.
     from fleet.pool import ray_session
 
-    with ray_session(address or scenarios[0].runtime.address, os.cpu_count() or 1):
+    runtime = scenarios[0].runtime
+    with ray_session(address or runtime.address, os.cpu_count() or 1, runtime.dashboard, runtime.loopback_only):
         check_capacity(trials, scenarios)
         (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
         results = run_trials(trials, scenarios, sweep_dir, progress)

@@ -396,9 +396,14 @@ def _number(path: Path, where: str, name: str, value: Any) -> float:
     # bool is an int in Python, and JSON's true would otherwise read as 1 s.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{path}: {where}: {name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond float's range
+        raise ValueError(f"{path}: {where}: {name} must be finite and >= 0, got an integer of {len(str(value))} "
+                         "digits") from None
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{path}: {where}: {name} must be finite and >= 0, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -417,6 +422,8 @@ def _json_clients(path: Path, text: str) -> list[_RawClient]:
         raise ValueError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
     if isinstance(data, dict):
         records = [(str(key), f"client {key!r}", record, False) for key, record in data.items()]
     elif isinstance(data, list):
@@ -460,6 +467,13 @@ def _json_clients(path: Path, text: str) -> list[_RawClient]:
 
 
 def _csv_clients(path: Path, text: str) -> list[_RawClient]:
+    try:
+        return _csv_rows(path, text)
+    except csv.Error as e:  # a NUL byte, a field over the csv module's size limit
+        raise ValueError(f"{path}: not a readable CSV file: {e}") from None
+
+
+def _csv_rows(path: Path, text: str) -> list[_RawClient]:
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     names = [h.strip() for h in header] if header else []

@@ -19,16 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fleet.model_files import BUILTIN, BUILTIN_DIR, resolve_model_path  # noqa: F401 (re-exported)
 from fleet.rng import stream_key
 from fleet.trainer import lm_loss
 
-BUILTIN = "builtin"
-BUILTIN_DIR = Path(__file__).parent / "base_model"
 EOS = "<|endoftext|>"
-
-
-def resolve_model_path(path: str) -> str:
-    return str(BUILTIN_DIR) if path == BUILTIN else path
 
 
 def quiet_transformers() -> None:
@@ -55,7 +50,8 @@ def load_base_model(path: str) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(path), dtype=torch.float32)
+    # safetensors only: pickled weights (pytorch_model.bin) could run code on load (fleet/model_files.py)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(path), dtype=torch.float32, use_safetensors=True)
     model.requires_grad_(False)
     return model.eval()
 

@@ -119,21 +119,32 @@ def shakespeare_clients(public_plays: list[str], min_lines: int) -> list[ClientT
 
 
 def jsonl_clients(path: Path, min_lines: int) -> list[ClientText]:
-    """Clients from a JSONL file of {"client_id", "text"} records; each record is one speech."""
+    """Clients from a JSONL file of {"client_id", "text"} records; each record is one speech. A malformed file
+    raises ValueError naming the file, the line and the reason."""
     grouped: dict[str, list[tuple[str, ...]]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "client_id" not in record:
-                raise ValueError(f"{path}:{number}: each line needs a string 'text' and a 'client_id'")
-            lines = tuple(x.strip() for x in record["text"].splitlines() if x.strip())
-            if lines:
-                grouped.setdefault(str(record["client_id"]), []).append(lines)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read: {err.strerror or err}") from None
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: JSON nested too deeply") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "client_id" not in record:
+            raise ValueError(f"{path}:{number}: each line needs a string 'text' and a 'client_id'")
+        client_id = record["client_id"]
+        if not isinstance(client_id, (str, int)) or isinstance(client_id, bool):
+            raise ValueError(f"{path}:{number}: client_id must be a string or an integer, got {client_id!r}")
+        lines = tuple(x.strip() for x in record["text"].splitlines() if x.strip())
+        if lines:
+            grouped.setdefault(str(client_id), []).append(lines)
     return [
         ClientText(cid, tuple(speeches))
         for cid, speeches in sorted(grouped.items())

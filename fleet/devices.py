@@ -139,6 +139,14 @@ class Fleet:
             self.charged_wh[batteries] += added
 
 
+def class_counts(fractions: list[float], size: int) -> np.ndarray:
+    """Devices of each class: shares of `size` rounded down, the remainder to the largest class."""
+    fractions = np.asarray(fractions, dtype=float)
+    counts = np.floor(fractions / fractions.sum() * size).astype(int)
+    counts[np.argmax(fractions)] += size - counts.sum()
+    return counts
+
+
 def sample_fleet(
     seed: int,
     size: int,
@@ -155,9 +163,7 @@ def sample_fleet(
 ) -> Fleet:
     rng = stream(seed, "fleet")
     specs = [device_class(name, (overrides or {}).get(name)) for name in mix]
-    fractions = np.array(list(mix.values()), dtype=float)
-    counts = np.floor(fractions / fractions.sum() * size).astype(int)
-    counts[np.argmax(fractions)] += size - counts.sum()  # rounding remainder to the largest class
+    counts = class_counts(list(mix.values()), size)
     cls = rng.permutation(np.repeat(np.arange(len(specs), dtype=np.int16), counts))
 
     def per_class(get) -> np.ndarray:

@@ -34,6 +34,7 @@ import simpy
 import torch
 
 from aggregation import AggregationError, ClientConfig, Strategy
+from aggregation.screening import DEFAULT_NORM_FACTOR, screen_updates
 from fleet.cells import CellLink, Multicast, TraceLink
 from fleet.clients import ClientSide
 from fleet.devices import Fleet
@@ -45,7 +46,7 @@ from network_models import RateTrace, SharedBand, fading_gain_db, path_loss_db, 
 NOT_EVALUATED = {"eval_loss": float("nan"), "eval_ppl": float("nan"), "personal_loss": float("nan"),
                  "personal_global_loss": float("nan")}
 OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus",
-            "stale")
+            "stale", "rejected_nonfinite", "rejected_norm")
 
 
 class Host(Protocol):
@@ -87,6 +88,9 @@ class RoundRules:
     min_charge: float  # participation threshold, fraction of capacity
     cutoff_charge: float  # a session stops when the battery falls to this fraction
     only_while_charging: bool
+    # Updates with a norm above this multiple of their cohort's median norm are rejected (None: never);
+    # updates with NaN or Inf entries always are (aggregation.screening).
+    reject_norm_factor: float | None = DEFAULT_NORM_FACTOR
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,7 @@ class Emulator:
         self._ended: list[SessionLog] = []  # sessions ended since the server last looked
         self._finished: list[int] = []  # devices whose session ended since the asynchronous server woke
         self._arrivals: list[Arrival] = []
+        self._unrecorded_payload = 0  # payload bytes of a rejected buffer, booked with the next row
         self._wake: simpy.Event | None = None
 
     def _links(self, band_hz: float, trace, direction: str) -> list:
@@ -285,8 +290,9 @@ class Emulator:
             buffer += self._arrivals
             self._arrivals = []
             if buffer and self.strategy.ready(len(buffer)):
-                self._close(self.version + 1, opened, sorted(buffer, key=lambda a: a.log.device))
-                buffer, opened = [], self.env.now
+                if self._close(self.version + 1, opened, sorted(buffer, key=lambda a: a.log.device)):
+                    opened = self.env.now
+                buffer = []
         for proc in busy.values():  # the run has its versions: whoever still works is not needed
             if proc.is_alive:
                 proc.interrupt("surplus")
@@ -538,22 +544,35 @@ class Emulator:
                 self.history.last_duration_s[s.device] = s.t_end - s.t_start
         return logs
 
-    def _close(self, rnd: int, opened: float, arrivals: list[Arrival]) -> None:
-        """Aggregate what arrived (nothing: an abandoned round), record the sessions and the round."""
-        logs = self._record_sessions(rnd)
+    def _close(self, rnd: int, opened: float, arrivals: list[Arrival]) -> bool:
+        """Aggregate what arrived and passed the screen (nothing: an abandoned round), record the sessions
+        and the round. An asynchronous server whose whole buffer was rejected records nothing yet: its
+        sessions go into the row of the next version, so that every row has its own round number. Returns
+        whether a row was recorded."""
         train_loss, payload, error = float("nan"), 0, ""
         if arrivals and self.host is not None:
             results: list[TrainResult] = self.host.get([a.handle for a in arrivals])
             sent = [self.clients.send(r, a.config, int(self.num_samples[r.job.data_client]))
                     for r, a in zip(results, arrivals)]
-            try:
-                self.adapter = self.strategy.aggregate(self.adapter, self.version, [u for u, _ in sent])
-            except AggregationError as err:  # the protocol aborts this step (secure aggregation short of
-                error, arrivals = str(err), []  # survivors); the run goes on from the same version
-            payload = sum(n for _, n in sent)
-            train_loss = float(np.mean([r.loss_last for r in results]))
+            payload = sum(n for _, n in sent)  # rejected updates crossed the air all the same
+            kept = self._screen(arrivals, [u for u, _ in sent])
+            arrivals, results, sent = ([seq[i] for i in kept] for seq in (arrivals, results, sent))
+            if len(arrivals) < self._fewest_updates():
+                if self.strategy.asynchronous:
+                    self._unrecorded_payload += payload
+                    return False
+                error, arrivals = f"{len(arrivals)} update(s) left after screening, too few to aggregate", []
+            else:
+                try:
+                    self.adapter = self.strategy.aggregate(self.adapter, self.version, [u for u, _ in sent])
+                except AggregationError as err:  # the protocol aborts this step (secure aggregation short of
+                    error, arrivals = str(err), []  # survivors); the run goes on from the same version
+            if results:
+                train_loss = float(np.mean([r.loss_last for r in results]))
             for r in results:
                 self.history.last_loss[r.job.client] = r.loss_first
+        payload, self._unrecorded_payload = payload + self._unrecorded_payload, 0
+        logs = self._record_sessions(rnd)
         if arrivals:
             self.version += 1
             self._publish()
@@ -565,6 +584,24 @@ class Emulator:
             self._emit({**row, **NOT_EVALUATED})
         else:
             self._evaluate(row)  # without a host, this records the row without a loss
+        return True
+
+    def _screen(self, arrivals: list[Arrival], updates: list) -> list[int]:
+        """Indices of the updates fit to aggregate; the others' sessions are marked rejected, with the reason.
+        Under secure aggregation the server never sees an update alone, so it cannot screen them."""
+        if not self.strategy.sees_updates:
+            return list(range(len(updates)))
+        screening = screen_updates([u.delta for u in updates], self.rules.reject_norm_factor)
+        for i in screening.nonfinite:
+            arrivals[i].log.outcome = "rejected_nonfinite"
+        for i in screening.too_large:
+            arrivals[i].log.outcome = "rejected_norm"
+        return list(screening.accepted)
+
+    def _fewest_updates(self) -> int:
+        """Fewest screened updates a server step needs: the strategy's own minimum, and for synchronous
+        rounds `min_reports` as well."""
+        return max(self.strategy.min_updates, 1 if self.strategy.asynchronous else self.rules.min_reports)
 
     def _row(self, rnd: int, opened: float, logs: list[SessionLog], arrivals: list[Arrival],
              abandoned: bool) -> dict:

@@ -9,6 +9,7 @@ fewest jobs outstanding; the caller decides which results it waits for and in wh
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,9 +33,9 @@ from fleet.trainer import (
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int):
+def ray_session(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True):
     """Ray for the length of a `with` block; shut down after only if this block started it."""
-    started = start_ray(address, num_cpus)
+    started = start_ray(address, num_cpus, dashboard, loopback_only)
     try:
         yield
     finally:
@@ -42,22 +43,50 @@ def ray_session(address: str | None, num_cpus: int):
             ray.shutdown()
 
 
-def start_ray(address: str | None, num_cpus: int) -> bool:
-    """Attach to `address` or start a local Ray; returns whether this call started it.
-    Local Ray gets no dashboard and listens on loopback only."""
+def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True) -> bool:
+    """Attach to `address` or start a local Ray; returns whether this call started it. A local Ray has no
+    dashboard unless asked, and with `loopback_only` every server it starts listens on 127.0.0.1 only."""
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
+        return True
+    host = "127.0.0.1" if loopback_only else "0.0.0.0"
+    with _node_address_is_loopback(loopback_only):
         ray.init(
             num_cpus=num_cpus,
-            include_dashboard=False,
+            include_dashboard=dashboard,
+            dashboard_host=host,
             logging_level=logging.WARNING,
             log_to_driver=False,
-            _node_ip_address="127.0.0.1",
         )
     return True
+
+
+@contextmanager
+def _node_address_is_loopback(on: bool):
+    """Make the node Ray starts take 127.0.0.1 as its address. Ray's servers (GCS, raylet, workers, runtime
+    environment agent) listen on 127.0.0.1 only when that is the node's address, and on every interface
+    otherwise; and `ray.init(_node_ip_address="127.0.0.1")` is turned into the machine's routable address
+    (ray._private.services.resolve_ip_for_localhost). The node takes the loopback address when Ray's cluster
+    support is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, as on a laptop), read from the environment by every
+    process Ray starts, and already read by this one, hence the constant set for the length of the start."""
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before_env, before = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before_env
 
 
 @ray.remote

@@ -19,7 +19,7 @@ from network_models.channel import (
     tdma_rates_bps,
 )
 from network_models.fading import DEFAULT_K_FACTOR_DB, FADING_MODELS, FadingModel, fading_gain_db
-from network_models.layout import Layout, cell_sites, place_devices
+from network_models.layout import MIN_DISTANCE_M, Layout, cell_sites, place_devices
 from network_models.pathloss import PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, PathLossModel, path_loss_db
 from network_models.sharing import Scheme, SharedBand
 from network_models.traces import (
@@ -47,6 +47,7 @@ __all__ = [
     "Layout",
     "cell_sites",
     "place_devices",
+    "MIN_DISTANCE_M",
     "PATH_LOSS_MODELS",
     "SHADOWING_SIGMA_DB",
     "PathLossModel",

@@ -54,8 +54,12 @@ def _hex_axial(n_cells: int) -> tuple[np.ndarray, np.ndarray]:
     return q[order], r[order]
 
 
+MIN_DISTANCE_M = 35.0  # TR 38.901's closest device to its site
+
+
 def place_devices(
-    rng: np.random.Generator, n_devices: int, sites: np.ndarray, cell_radius_m: float, min_distance_m: float = 35.0
+    rng: np.random.Generator, n_devices: int, sites: np.ndarray, cell_radius_m: float,
+    min_distance_m: float = MIN_DISTANCE_M,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop `n_devices` devices; returns (cell index (n,), distance to its site in metres (n,), position (n, 2))."""
     sites = np.asarray(sites, dtype=float).reshape(-1, 2)

@@ -1,4 +1,5 @@
-"""Reading a scenario file: YAML in, a validated `Scenario` out, or a `ScenarioError` naming each bad field.
+"""Reading a scenario file: YAML in, a validated and checked `Scenario` out (scenarios/checks.py: files,
+model against fleet, cohort, deadline), or a `ScenarioError` naming each bad field.
 
 Overrides (`--set fleet.size=5000`) are applied to the YAML tree before validation, so they are checked
 exactly like the file.
@@ -38,12 +39,20 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ScenarioError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: YAML nested too deeply") from None
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
     if not isinstance(tree, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
         apply_override(tree, item)
     scenario = parse_scenario(tree, source=str(path))
-    check_files(scenario)
+    from scenarios.checks import check_scenario  # it reports through ScenarioError, defined here
+
+    check_scenario(scenario, source=str(path))
     return scenario
 
 
@@ -81,14 +90,3 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ScenarioError(f"override {item!r}: the value is not valid YAML: {err}") from None
-
-
-def check_files(scenario: Scenario) -> None:
-    """Files a scenario names (relative to the current folder) must exist before any work starts."""
-    if scenario.data.source == "jsonl":
-        if not Path(scenario.data.path).is_file():
-            raise ScenarioError(f"data.path: no such file: {scenario.data.path}")
-    model = scenario.model.path
-    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
-    if model != "builtin" and looks_local and not (Path(model).expanduser() / "config.json").is_file():
-        raise ScenarioError(f"model.path: {model} is not a Hugging Face model folder (no config.json)")

@@ -27,7 +27,7 @@ from aggregation.compression import ErrorFeedback, build_codec
 from analysis.detection import detection_summary, write_detection
 from analysis.recorder import RunRecorder
 from analysis.report import write_report
-from fleet.architectures import Architecture, get_architecture
+from fleet.architectures import Architecture
 from fleet.base_model import load_base_model, load_tokenizer, resolve_model_path
 from fleet.cellsite import CellSiteConfig, auroc, generate, split_site, windows_with_labels
 from fleet.data import (
@@ -44,7 +44,7 @@ from fleet.devices import Fleet, sample_fleet
 from fleet.attacks import Attack
 from fleet.clients import ClientSide
 from fleet.emulator import Emulator, Radio, RoundRules, SessionCost
-from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
+from fleet.memory import MemoryEstimate, lora_param_count
 from fleet.pool import WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.selection import build_selector
@@ -60,6 +60,7 @@ from fleet.trainer import (
     wrap_with_lora,
 )
 from network_models import load_trace
+from scenarios.checks import check_scenario, memory_estimate, no_device_fits, target_architecture
 from scenarios.loader import ScenarioError
 from scenarios.schema import CellSiteSection, Scenario
 
@@ -268,14 +269,6 @@ def git_sha() -> str | None:
         return None
 
 
-def target_architecture(scenario: Scenario) -> Architecture:
-    """What the clock times: the emulated architecture, or the trained model itself."""
-    if scenario.model.emulate:
-        return get_architecture(scenario.model.emulate)
-    config = json.loads((Path(resolve_model_path(scenario.model.path)) / "config.json").read_text())
-    return Architecture.from_hf_config(config, name=scenario.model.path)
-
-
 def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, strategy: Strategy,
                  ranks: np.ndarray, codec) -> SessionCost:
     """FLOPs and bytes of one session, bytes per device (ranks differ). A device downloads the shared
@@ -295,12 +288,6 @@ def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, 
     where = np.searchsorted(values, ranks)
     return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, down[where] + extra_down,
                        up[where] + extra_up)
-
-
-def memory_estimate(scenario: Scenario, arch: Architecture, rank: int | None = None) -> MemoryEstimate:
-    t, lora = scenario.training, scenario.model.lora
-    return lora_training_memory_bytes(arch, rank or lora.r, lora.target_modules, t.batch_size, t.seq_len,
-                                      scenario.model.weight_dtype)
 
 
 def device_ranks(scenario: Scenario, arch: Architecture, fleet: Fleet) -> np.ndarray:
@@ -344,7 +331,7 @@ def round_rules(scenario: Scenario) -> RoundRules:
     r, f = scenario.run, scenario.fleet
     return RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.policy, r.min_reports,
                       r.eval_every, scenario.training.local_steps, f.min_charge, f.cutoff_charge,
-                      f.only_while_charging)
+                      f.only_while_charging, r.reject_norm_factor)
 
 
 def radio(scenario: Scenario) -> Radio:
@@ -361,6 +348,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     # The RDP accountant warns through absl whenever an order fails to converge (it then skips that order).
     logging.getLogger("absl").setLevel(logging.ERROR)
     training = scenario.run.mode == "train"
+    check_scenario(scenario)
     data = client_data(scenario)
     t = scenario.training
     lora, settings = lora_spec(scenario), train_settings(scenario)
@@ -370,12 +358,9 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
 
     fleet = build_fleet(scenario, len(data.client_ids))
     ranks = device_ranks(scenario, arch, fleet)
-    if not ranks.any():
-        raise ScenarioError(
-            f"model: LoRA training of {arch.name} needs {memory.total_bytes / 1e9:.2f} GB, more than any "
-            f"device has (largest: {fleet.memory_gb.max():.1f} GB); lower training.batch_size or "
-            "training.seq_len, quantise (model.weight_dtype) or add larger devices"
-        )
+    if not ranks.any():  # the classes' ranges allow it (scenarios.checks), yet no sampled device fits
+        problem = no_device_fits(arch, memory.total_bytes, fleet.memory_gb.max())
+        raise ScenarioError(f"{problem.field}: {problem.reason}")
 
     # The server's copy of the model: the initial global adapter, the adapter layout, the final save.
     server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
@@ -401,7 +386,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         )
         pool = probe = detection = None
         if training:
-            stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker))
+            stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard,
+                                            rt.loopback_only))
             pool = stack.enter_context(
                 WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(scenario.model.path), lora,
                            settings, data.train, data.test, eval_windows(data, scenario.data.eval_windows, t.seq_len,

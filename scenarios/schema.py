@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aggregation.registry import build_strategy, strategy_names, strategy_parameters
+from aggregation.screening import DEFAULT_NORM_FACTOR
 from fleet.attacks import ATTACKS
 from fleet.architectures import get_architecture
 from fleet.availability import build_availability
@@ -362,6 +363,12 @@ class RunSection(Section):
     deadline_s: float = Field(60.0, gt=0, description="a round closes at this simulated time after it opens")
     min_reports: int = Field(1, ge=1, description="fewer reports than this by the deadline abandon the round")
     eval_every: int = Field(1, ge=1, description="measure held-out loss every this many server versions")
+    reject_norm_factor: float | None = Field(
+        DEFAULT_NORM_FACTOR, gt=1,
+        description="an update whose L2 norm is above this multiple of the median norm of the updates aggregated "
+        "with it is rejected, never aggregated (needs 3 or more finite updates to judge); null: off. Updates with "
+        "NaN or Inf entries are always rejected. 10: honest deltas of one cohort differ by a few times at most",
+    )
 
     @property
     def selected(self) -> int:
@@ -379,6 +386,10 @@ class RuntimeSection(Section):
     workers: int = Field(2, ge=1, le=4096, description="Ray actors that train clients")
     threads_per_worker: int = Field(1, ge=1, le=256, description="torch threads (and Ray CPUs) per actor")
     address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: local")
+    dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray (off: one web server "
+                            "fewer, and nothing to reach from outside)")
+    loopback_only: bool = Field(True, description="a local Ray listens on 127.0.0.1 only (its dashboard too); "
+                                "false: on every interface, as Ray does by default")
 
 
 class OutputSection(Section):

@@ -156,3 +156,21 @@ def test_report_of_a_real_systems_run(tmp_path, figures_of):
     timeline = next(f for f in figures if f["title"].startswith("Participation timeline"))
     assert math.isclose(max(x for t in timeline["traces"] for x in t["x"] if x is not None),
                         clients["t_end"].max())
+
+
+def test_rejected_updates_appear_in_the_report(make_run, figures_of):
+    run_dir = make_run()
+    clients = pd.read_parquet(run_dir / "clients.parquet")
+    rounds = pd.read_parquet(run_dir / "rounds.parquet")
+    done = clients.index[clients["outcome"] == "completed"]
+    clients.loc[done[:3], "outcome"] = "rejected_nonfinite"
+    clients.loc[done[3:5], "outcome"] = "rejected_norm"
+    rounds["rejected_nonfinite"], rounds["rejected_norm"] = 0, 0
+    clients.to_parquet(run_dir / "clients.parquet", index=False)
+    rounds.to_parquet(run_dir / "rounds.parquet", index=False)
+    figures = figures_of(write_report(run_dir))
+    outcomes = next(f for f in figures if f["title"].startswith("How each invited session ended"))
+    bars = {t["name"]: sum(t["y"]) for t in outcomes["traces"]}
+    assert bars["rejected_nonfinite"] == 3 and bars["rejected_norm"] == 2
+    drops = next(f for f in figures if f["title"].startswith("Why sessions did not report"))
+    assert {"rejected_nonfinite", "rejected_norm"} <= {x for t in drops["traces"] for x in t["x"]}

@@ -214,13 +214,20 @@ def test_trials_run_at_the_same_time(ray_local, tmp_path, monkeypatch, small):
     assert [results[t.index].error for t in trials] == [None, None]
 
 
+def test_a_trial_that_can_never_run_is_refused_before_any_runs(tmp_path, small):
+    # no device has the memory for a batch this large: the pre-run checks say so for trial 1
+    with pytest.raises(ScenarioError, match=r"trial 1 \(training.batch_size=100000\)(.|\n)*model: LoRA training"):
+        run_sweep("quickstart", ["training.batch_size=16,100000"], out=tmp_path / "sweep", progress=False, fixed=small)
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_failing_trial_is_recorded_and_the_others_go_on(ray_local, tmp_path, small):
-    # Valid as a scenario, but no device has the memory for a batch this large: the run itself refuses.
-    sweep_dir = run_sweep("quickstart", ["training.batch_size=16,100000"], out=tmp_path / "sweep", progress=False,
+    # Valid as a scenario, but no client has that many lines of text: the run itself refuses.
+    sweep_dir = run_sweep("quickstart", ["data.min_lines=16,100000"], out=tmp_path / "sweep", progress=False,
                           fixed=small)
     table = pd.read_parquet(sweep_dir / "sweep.parquet")
     assert table["status"].tolist() == ["ok", "failed"]
-    assert table["error"][1].startswith("ScenarioError: model: LoRA training") and pd.isna(table["error"][0])
+    assert table["error"][1].startswith("ScenarioError: data: no client has") and pd.isna(table["error"][0])
     assert (sweep_dir / table["run"][0] / "rounds.parquet").is_file()
 
 

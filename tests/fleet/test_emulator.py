@@ -40,31 +40,34 @@ class FakeHost:
 
 class ListSink:
     def __init__(self):
-        self.rounds, self.sessions_rows = [], []
+        self.rounds, self.sessions_rows, self.batches = [], [], []
 
     def round(self, row):
         self.rounds.append(row)
 
     def sessions(self, columns):
         keys = list(columns)
+        self.batches.append(len(columns["device"]))
         self.sessions_rows.extend(dict(zip(keys, values)) for values in zip(*columns.values()))
 
 
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
             fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None,
-            multicast=False, strategy=None, uplink_hz=20e6):
+            multicast=False, strategy=None, uplink_hz=20e6, host=None, sink=None, reject_norm_factor=10.0,
+            min_reports=2):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
     start_charge = fleet.charge_wh.copy()
-    host, sink = FakeHost(), ListSink()
+    host, sink = host or FakeHost(), sink or ListSink()
     strategy = strategy or build_strategy("fedavg")
     strategy.setup(StrategyContext(LAYOUT, population=len(fleet), cohort=k, seed=seed))
     clients = ClientSide(LAYOUT, strategy, torch.zeros(P), seed, Attack(), np.zeros(len(fleet), bool))
     emulator = Emulator(
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
-        rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=2, eval_every=1, local_steps=4,
-                         min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False),
+        rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=min_reports, eval_every=1,
+                         local_steps=4, min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False,
+                         reject_norm_factor=reject_norm_factor),
         radio=Radio("uma_nlos", 3.5, uplink_hz, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
                     multicast=multicast),
         cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
@@ -259,3 +262,123 @@ def test_fedprox_stragglers_send_partial_work():
     assert partial and all(s["steps"] >= 1 for s in partial)
     assert sum(r["completed"] for r in prox.rounds) > sum(r["completed"] for r in plain.rounds)
     assert {j.steps for j in host.trained} > {4} and all(j.prox_mu == 0.1 for j in host.trained)
+
+
+# --- screening of bad updates ------------------------------------------------------------------------
+# Devices with id % 6 == 0 send a delta with a NaN, id % 6 == 1 a delta 33 to 100 times larger than anyone's;
+# the rest send 0.01, 0.02 or 0.03 in every entry (norms within a factor 3 of each other).
+
+def honest_delta(d: int) -> torch.Tensor:
+    return torch.full((P,), 0.01 * (1 + (d // 6) % 3))
+
+
+def bad_kind(d: int) -> str:
+    return {0: "nan", 1: "huge"}.get(d % 6, "clean")
+
+
+class BadHost(FakeHost):
+    def __init__(self, nan: bool = True):
+        super().__init__()
+        self.nan = nan
+
+    def train(self, job, start, base_delta):
+        self.trained.append(job)
+        delta = honest_delta(job.client)
+        if bad_kind(job.client) == "nan" and self.nan:
+            delta[3] = float("nan")
+        elif bad_kind(job.client) == "huge":
+            delta = torch.full((P,), 1.0)  # norm 31.6 against at most 0.95 for honest ones
+        return TrainResult(job, delta, 100, 2.0, 1.0)
+
+    def evaluate(self, adapter, base_delta):
+        return float(adapter.mean())
+
+
+ARRIVED = {"completed", "rejected_nonfinite", "rejected_norm"}
+
+
+def expected_split(devices: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """(kept, nonfinite, too large) by the rule, worked out from the devices' kinds alone: with 3 or more
+    finite updates the median norm is an honest one while fewer than half are huge."""
+    nan = [d for d in devices if bad_kind(d) == "nan"]
+    finite = [d for d in devices if bad_kind(d) != "nan"]
+    huge = [d for d in finite if bad_kind(d) == "huge"]
+    assert len(finite) < 3 or 2 * len(huge) < len(finite)  # the cases the test can predict
+    huge = huge if len(finite) >= 3 else []
+    return [d for d in finite if d not in huge], nan, huge
+
+
+def test_bad_updates_are_rejected_and_never_aggregated():
+    host = BadHost()
+    _, _, host, sink, final = emulate(host=host, rounds=5, k=8, selected=10)
+    sessions = pd.DataFrame(sink.sessions_rows)
+    expected, totals = torch.zeros(P), {"rejected_nonfinite": 0, "rejected_norm": 0}
+    for row in sink.rounds[1:]:
+        here = sessions[(sessions["round"] == row["round"]) & sessions["outcome"].isin(ARRIVED)]
+        kept, nan, huge = expected_split(sorted(here["device"]))
+        outcome = dict(zip(here["device"], here["outcome"]))
+        assert {d for d, o in outcome.items() if o == "rejected_nonfinite"} == set(nan)
+        assert {d for d, o in outcome.items() if o == "rejected_norm"} == set(huge)
+        assert row["rejected_nonfinite"] == len(nan) and row["rejected_norm"] == len(huge)
+        assert row["completed"] == (len(kept) if len(kept) >= 2 else 0)  # min_reports 2
+        if len(kept) >= 2:
+            expected += torch.stack([honest_delta(d) for d in kept]).mean(0)  # FedAvg, equal sample counts
+        totals["rejected_nonfinite"] += len(nan)
+        totals["rejected_norm"] += len(huge)
+    assert totals["rejected_nonfinite"] > 0 and totals["rejected_norm"] > 0  # the run met both kinds
+    assert torch.isfinite(final).all()
+    torch.testing.assert_close(final, expected)
+    # every update that arrived was trained, rejected ones included: the screen needs their deltas
+    assert {j.client for j in host.trained} == set(sessions.loc[sessions["outcome"].isin(ARRIVED), "device"])
+
+
+def test_norm_screen_off_aggregates_huge_updates_but_never_nan():
+    _, _, _, sink, final = emulate(host=BadHost(), rounds=3, k=8, selected=10, reject_norm_factor=None)
+    sessions = pd.DataFrame(sink.sessions_rows)
+    assert not (sessions["outcome"] == "rejected_norm").any()
+    huge = sessions[(sessions["outcome"] == "completed") & (sessions["device"] % 6 == 1)]
+    assert len(huge) > 0 and torch.isfinite(final).all() and final.max() > 0.1  # honest: at most 0.09
+    nan = sessions[sessions["device"] % 6 == 0]
+    assert set(nan.loc[nan["outcome"].isin(ARRIVED), "outcome"]) == {"rejected_nonfinite"}
+
+
+@pytest.mark.parametrize("name, params, judged", [
+    ("fedbuff", {"buffer_size": 4}, {"rejected_nonfinite", "rejected_norm"}),
+    # FedAsync aggregates each arrival alone: no norm can be judged, and a NaN arrival leaves an empty buffer,
+    # whose session is booked with the next version's row
+    ("fedasync", {}, {"rejected_nonfinite"}),
+])
+def test_asynchronous_server_screens_each_buffer(name, params, judged):
+    strategy = build_strategy(name, concurrency=12, **params)
+    aggregated, fedbuff = [], strategy.aggregate
+
+    def spy(global_adapter, version, updates):
+        aggregated.append([u.client for u in updates])
+        return fedbuff(global_adapter, version, updates)
+
+    strategy.aggregate = spy
+    _, _, _, sink, final = emulate(host=BadHost(), strategy=strategy, rounds=8, deadline_s=1e-6,
+                                   classes={"flagship_phone": 0.5, "low_end_phone": 0.5})
+    sessions = pd.DataFrame(sink.sessions_rows)
+    rounds = sink.rounds[1:]
+    assert [r["round"] for r in rounds] == [r["version"] for r in rounds] == list(range(1, 9))  # one row each
+    assert [r["completed"] for r in rounds] == [len(call) for call in aggregated]
+    assert all(bad_kind(d) != "nan" for call in aggregated for d in call)
+    rejected = sessions[sessions["outcome"].str.startswith("rejected")]
+    assert set(rejected["outcome"]) == judged
+    assert all(bad_kind(d) == "nan" for d in rejected.loc[rejected["outcome"] == "rejected_nonfinite", "device"])
+    assert all(bad_kind(d) == "huge" for d in rejected.loc[rejected["outcome"] == "rejected_norm", "device"])
+    assert sum(r["rejected_nonfinite"] + r["rejected_norm"] for r in sink.rounds) == len(rejected)
+    # each row records the sessions that ended since the last (the last batch: those still out at the end)
+    assert [r["selected"] for r in rounds] == sink.batches[:-1]
+    assert torch.isfinite(final).all()
+
+
+def test_secure_aggregation_is_not_screened():
+    # The server sees only the masked sum: a large update cannot be told apart from the others, and goes in.
+    strategy = build_strategy("secagg_fedavg")
+    _, _, _, sink, final = emulate(host=BadHost(nan=False), strategy=strategy, rounds=2, k=8, selected=10)
+    sessions = pd.DataFrame(sink.sessions_rows)
+    assert not sessions["outcome"].str.startswith("rejected").any()
+    huge = sessions[(sessions["outcome"] == "completed") & (sessions["device"] % 6 == 1)]
+    assert len(huge) > 0 and final.max() > 0.1  # more than any mean of honest deltas (at most 0.03 a round)

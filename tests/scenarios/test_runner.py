@@ -39,7 +39,8 @@ def fleet_of(memory_gb, classes=("flagship_phone",)):
 
 @pytest.fixture(scope="module")
 def llama_1b():
-    scenario = load_scenario("quickstart", ["model.emulate=Llama-3.2-1B", "model.memory_policy=shrink_rank"])
+    scenario = load_scenario("quickstart", ["model.emulate=Llama-3.2-1B", "model.memory_policy=shrink_rank",
+                                            "run.deadline_s=600"])  # local work takes over a minute
     return scenario, target_architecture(scenario)
 
 
@@ -69,7 +70,8 @@ def test_ranks_per_device_class():
 
 def test_exclude_keeps_each_class_at_its_rank(llama_1b):
     scenario, arch = llama_1b
-    scenario = load_scenario("quickstart", ["model.emulate=Llama-3.2-1B", "model.lora.ranks={low_end_phone: 2}"])
+    scenario = load_scenario("quickstart", ["model.emulate=Llama-3.2-1B", "model.lora.ranks={low_end_phone: 2}",
+                                            "run.deadline_s=600"])
     need = {r: memory_estimate(scenario, arch, r).total_bytes / 1e9 for r in (8, 2)}
     fleet = fleet_of([need[8], need[2], need[2], need[2] - 0.001], classes=("flagship_phone", "low_end_phone"))
     # the flagship with memory for rank 2 only is excluded, not shrunk
@@ -96,7 +98,7 @@ def test_partial_strategies_send_only_their_shared_part(llama_1b):
     assert cost.bytes_up[0] == a_only < full
     # PWFF sends only the bottleneck adapters: 2 h b + b + h per layer
     pwff = load_scenario("quickstart", ["strategy.name=pwff", "model.lora.bottleneck=16",
-                                        "model.emulate=Llama-3.2-1B"])
+                                        "model.emulate=Llama-3.2-1B", "run.deadline_s=600"])
     layout, strategy = layout_and_strategy(pwff)
     cost = session_cost(pwff, arch, layout, strategy, np.array([8]), build_codec("none"))
     h = arch.hidden

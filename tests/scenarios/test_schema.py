@@ -98,6 +98,11 @@ def test_new_sections_are_checked():
     assert "run.selection" in errors_of({"run": {"selection": {"name": "oort", "greed": 3}}})
 
 
+def test_norm_screen_is_on_by_default_and_null_turns_it_off():
+    assert load_scenario("quickstart").run.reject_norm_factor == 10.0
+    assert load_scenario("quickstart", ["run.reject_norm_factor=null"]).run.reject_norm_factor is None
+
+
 def test_model_that_fits_no_device_is_reported_before_the_run(tmp_path, capsys):
     bad = tmp_path / "huge.yaml"
     bad.write_text(yaml.safe_dump({
@@ -121,6 +126,8 @@ def test_model_that_fits_no_device_is_reported_before_the_run(tmp_path, capsys):
         (["strategy.compression.name=zip"], "strategy.compression.name"),
         (["fleet.attack.kind=bribe"], "fleet.attack.kind"),
         (["model.lora.ranks={low_end_phone: 16}"], "ranks.low_end_phone: must be between 1 and r (8)"),
+        (["run.reject_norm_factor=1"], "run.reject_norm_factor: Input should be greater than 1"),
+        (["run.reject_norm_factor=often"], "run.reject_norm_factor:"),
     ],
 )
 def test_strategy_options_are_checked(overrides, message):

@@ -1,0 +1,59 @@
+"""Where a scenario's base model lives on disk, and whether its files may be loaded.
+
+Weights are read from safetensors files only: a `pytorch_model.bin` or `*.pt` file is a pickle, and
+unpickling a file runs whatever code it names, so a model folder that has no safetensors weights is refused
+before anything loads it (with `use_safetensors=True`, transformers would refuse it too, less plainly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUILTIN = "builtin"
+BUILTIN_DIR = Path(__file__).parent / "base_model"
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+
+
+def resolve_model_path(path: str) -> str:
+    return str(BUILTIN_DIR) if path == BUILTIN else path
+
+
+def looks_local(path: str) -> bool:
+    """A folder on this machine rather than a hub id."""
+    return path.startswith((".", "/", "~")) or Path(path).exists()
+
+
+def model_folder_problem(path: str) -> str | None:
+    """Why the local model folder `path` cannot be loaded (None: it can): it must hold config.json and
+    safetensors weights, every one readable."""
+    folder = Path(resolve_model_path(path)).expanduser()
+    if not folder.is_dir():
+        return f"{path} is not a folder"
+    if not (folder / "config.json").is_file():
+        return f"{path} is not a Hugging Face model folder (no config.json)"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+        if pickled:
+            return (f"{path} holds only pickled weights ({', '.join(pickled)}), which fedfleet never loads: "
+                    "convert them to safetensors (model.save_pretrained(folder, safe_serialization=True))")
+        return f"{path} has no weights (*.safetensors)"
+    for file in [folder / "config.json", *weights]:
+        problem = unreadable(file)
+        if problem:
+            return problem
+    return None
+
+
+def unreadable(path: Path) -> str | None:
+    """Why `path` cannot be read as a file (None: it can)."""
+    if not path.exists():
+        return f"no such file: {path}"
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror or err}"
+    return None
