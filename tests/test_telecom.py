@@ -156,13 +156,14 @@ CLAIM = ["fleet.size=300", "data.cellsite.sites=300", "network.cells=300", "run.
 
 @pytest.mark.slow
 def test_federated_training_detects_faults_better_than_the_base_model_and_a_site_alone(tmp_path, ray_local):
-    """The scenario's claim on a typical site, at 300 sites and 12 rounds (about three minutes): the global
-    adapter's mean AUROC over the evaluated sites beats the base model's and that of each site trained alone
-    for the same local budget as one session."""
+    """The scenario's claim, at 300 sites and 12 rounds (about five minutes): the global adapter's AUROC beats
+    the base model's and that of each site trained alone for one session (more local compute than the
+    federation asked of a site), on the mean over the evaluated sites and on the median site."""
     out = tmp_path / "run"
     assert main(["run", "telecom_self_healing", "--quiet", "--out", str(out),
                  *[a for s in CLAIM for a in ("--set", s)]]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["detection_sites"] >= 20
-    assert summary["detection_auroc_global"] > summary["detection_auroc_base"]
-    assert summary["detection_auroc_global"] > summary["detection_auroc_local"]
+    for stat in ("", "_median"):  # the mean over the evaluated sites, and the typical (median) site
+        found = {model: summary[f"detection_auroc_{model}{stat}"] for model in ("base", "local", "global")}
+        assert found["global"] > max(found["base"], found["local"]), found
