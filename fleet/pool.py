@@ -308,6 +308,8 @@ class WorkerPool:
 
     def faults(self) -> WorkerFaults:
         """The worker faults met so far. An actor still restarting is waited for."""
+        for i in range(len(self._actors)):
+            self._wait_back(i)
         pids = ray.get([a.pid.remote() for a in self._actors])
         replaced = sum(now != then for now, then in zip(pids, self._pids))
         if self._retried or replaced:
