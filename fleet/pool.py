@@ -4,13 +4,21 @@ Each actor loads the frozen base model once and then serves any client: the pack
 clients sit once in Ray's object store (read zero-copy by every actor on a node), and each job carries only
 a small `TrainJob` plus a reference to the global adapter it starts from. Jobs go to the actor with the
 fewest jobs outstanding; the caller decides which results it waits for and in which order it uses them.
+
+A worker process that dies (killed, out of memory) is started again by Ray (`max_restarts`) from the same
+constructor arguments, so it holds the same model and data; the jobs it had not finished are submitted again
+when their results are asked for. Every job is a pure function of its arguments (seeded per client and
+round), so a retried job gives the result the lost one would have given, and the run's numbers do not
+change; only `WorkerFaults` records that it happened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -30,6 +38,31 @@ from fleet.trainer import (
     windows,
     wrap_with_lora,
 )
+
+log = logging.getLogger(__name__)
+
+# A worker process is started again this many times in a run (per actor) before its jobs fail the run: faults
+# are rare, and a worker that keeps dying (say, out of memory on every job) should stop the run, not loop.
+MAX_RESTARTS = 3
+# A job is submitted at most this many times in all: once, plus one retry per restart it may meet.
+MAX_ATTEMPTS = MAX_RESTARTS + 1
+# How long a dead worker may take to come back (its restart loads the base model again) before the run stops.
+RESTART_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class WorkerFaults:
+    """What worker faults a run met; neither changes a result, both say the host was not healthy."""
+
+    jobs_retried: int  # submissions made again because the worker running them died
+    workers_replaced: int  # actors whose process at the end is not the one they started with
+
+
+@dataclass(frozen=True)
+class _Job:
+    method: str
+    args: tuple
+    actor: int  # index of the actor it was given to
 
 
 @contextmanager
@@ -108,6 +141,10 @@ class TrainerActor:
         self.train_data, self.test_data = PackedTokens(*train), PackedTokens(*test)
         self.eval_windows = eval_windows
 
+    def pid(self) -> int:
+        """The worker's process id: a new one after Ray starts a dead worker again."""
+        return os.getpid()
+
     def train(self, job: TrainJob, start: torch.Tensor, base_delta: torch.Tensor | None) -> TrainResult:
         return self.trainer.train(job, start, self.train_data.get(job.data_client), base_delta)
 
@@ -154,7 +191,11 @@ class TrainerActor:
 
 
 class WorkerPool:
-    """`train` and `evaluate` return ObjectRefs at once; `get` waits for the ones asked for."""
+    """`train` and `evaluate` return ObjectRefs at once; `get` waits for the ones asked for, submitting again
+    any job whose worker died before it finished.
+
+    Why not Ray's own task retries (`max_task_retries`)? They are invisible to the caller: a run could not
+    count or report the faults it met. Ray still restarts the actors (`max_restarts`); this pool resubmits."""
 
     def __init__(
         self,
@@ -169,13 +210,17 @@ class WorkerPool:
     ):
         train_ref = ray.put((train_data.tokens, train_data.offsets))
         test_ref, eval_ref = ray.put((test_data.tokens, test_data.offsets)), ray.put(eval_windows)
+        self._data_refs = (train_ref, test_ref, eval_ref)  # held for as long as a restart may need them
         self._actors = [
-            TrainerActor.options(num_cpus=threads_per_worker).remote(
+            TrainerActor.options(num_cpus=threads_per_worker, max_restarts=MAX_RESTARTS).remote(
                 model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref
             )
             for _ in range(num_workers)
         ]
         self._pending: list[list[ray.ObjectRef]] = [[] for _ in self._actors]
+        self._jobs: dict[ray.ObjectRef, _Job] = {}  # submitted and not yet fetched: what to submit again
+        self._pids: list[int] = []
+        self._retried = 0
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -213,20 +258,68 @@ class WorkerPool:
         i = self._least_loaded()
         ref = getattr(self._actors[i], method).remote(*args)
         self._pending[i].append(ref)
+        self._jobs[ref] = _Job(method, args, i)
         return ref
 
-    @staticmethod
-    def get(refs):
-        return ray.get(refs)
+    def get(self, refs: list[ray.ObjectRef]) -> list:
+        """The results of `refs`, in order. A job whose worker died is submitted again, once that worker is
+        back (Ray refuses jobs to an actor while it restarts), up to MAX_ATTEMPTS times in all."""
+        try:
+            results = ray.get(refs)
+        except ray.exceptions.RayActorError:
+            results = [self._result(ref) for ref in refs]
+        for ref in refs:
+            self._jobs.pop(ref, None)
+        return results
+
+    def _result(self, ref: ray.ObjectRef):
+        job, current = self._jobs.get(ref), ref
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return ray.get(current)
+            except ray.exceptions.RayActorError as err:
+                if job is None or attempt == MAX_ATTEMPTS:
+                    raise
+                self._retried += 1
+                log.warning("a worker died during a %s job (%s); submitting it again (attempt %d of %d)",
+                            job.method, type(err).__name__, attempt + 1, MAX_ATTEMPTS)
+                self._wait_back(job.actor)
+                current = self._submit(job.method, *job.args)
+                job = self._jobs.pop(current)  # the original ref stands for it
+
+    def _wait_back(self, i: int) -> None:
+        """Block until actor `i` answers again. Raises ActorDiedError once Ray gives it up (MAX_RESTARTS
+        spent), and TimeoutError after RESTART_TIMEOUT_S."""
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self._actors[i].__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0.0))
+                return
+            except ray.exceptions.ActorUnavailableError:  # restarting: Ray answers this within seconds
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {i} did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
+                time.sleep(0.1)
+            except ray.exceptions.GetTimeoutError:
+                raise TimeoutError(f"worker {i} did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
 
     def wait_ready(self) -> None:
         """Block until every actor has loaded its model (so start-up is not billed to the first round)."""
-        ray.get([a.__ray_ready__.remote() for a in self._actors])
+        self._pids = ray.get([a.pid.remote() for a in self._actors])
+
+    def faults(self) -> WorkerFaults:
+        """The worker faults met so far. An actor still restarting is waited for."""
+        for i in range(len(self._actors)):
+            self._wait_back(i)
+        pids = ray.get([a.pid.remote() for a in self._actors])
+        replaced = sum(now != then for now, then in zip(pids, self._pids))
+        if self._retried or replaced:
+            log.warning("worker faults: %d jobs submitted again, %d workers replaced", self._retried, replaced)
+        return WorkerFaults(jobs_retried=self._retried, workers_replaced=replaced)
 
     def shutdown(self) -> None:
         for actor in self._actors:
             ray.kill(actor)
-        self._actors, self._pending = [], []
+        self._actors, self._pending, self._jobs = [], [], {}
 
     def _least_loaded(self) -> int:
         for pending in self._pending:

@@ -12,7 +12,7 @@ import json
 import logging
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -45,7 +45,7 @@ from fleet.attacks import Attack
 from fleet.clients import ClientSide
 from fleet.emulator import Emulator, Radio, RoundRules, SessionCost
 from fleet.memory import MemoryEstimate, lora_param_count
-from fleet.pool import WorkerPool, ray_session
+from fleet.pool import WorkerFaults, WorkerPool, ray_session
 from fleet.rng import stream
 from fleet.selection import build_selector
 from fleet.payload import emulated_values
@@ -427,10 +427,12 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             own = [clients.start(int(d), final) for d in probe.devices]
             detection = probe.sites_table(data, steps, probe.alone([adapter] * len(own), steps),
                                           probe.alone(own, steps, pool.put(strategy.base_delta)))
+        faults = pool.faults() if pool is not None else WorkerFaults(jobs_retried=0, workers_replaced=0)
 
     if training:
         save_adapter(server_model, final, strategy, run_dir / "adapter")
     summary = summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, layout, wall_start)
+    summary.update(asdict(faults))  # host health: faults change no result, so they are only counted
     if detection is not None:
         found = detection_summary(pd.DataFrame(recorder.rounds_rows), detection, scenario.data.cellsite.target_auroc)
         write_detection(run_dir, detection, found)
