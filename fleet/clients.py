@@ -25,6 +25,7 @@ class ClientSide:
         self.shared, self.personal_mask, _ = strategy.groups.masks(layout)
         self.seed, self.attack, self.attackers, self.codec = seed, attack, attackers, codec
         self._initial_personal = initial_adapter[self.personal_mask].clone()
+        self._keeps_personal = bool(self.personal_mask.any())  # asked once per session: computed once
         self._plain_bytes = 4 * int(self.shared.sum())  # float32 upload of the shared entries
         # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
         # fleet may hold many of them; only devices that trained have a row.
@@ -32,7 +33,7 @@ class ClientSide:
 
     @property
     def keeps_personal(self) -> bool:
-        return bool(self.personal_mask.any())
+        return self._keeps_personal
 
     def poisons(self, device: int) -> bool:
         """Does this device train on poisoned data?"""
