@@ -21,7 +21,9 @@ of its corrected delta that was not sent, e_k, and adds it to its next upload:
 
 so the sum of what a client sent over its sessions equals the sum of its true deltas minus its current
 e_k, which stays bounded. `ErrorFeedback` holds e_k per client (in the emulator, on the server's side of
-the wire, standing in for each device's memory).
+the wire, standing in for each device's memory) in a `RowStore`, in float32: e_k is the small difference
+between two float32 vectors, and rounding it to 16 bits would change what later uploads send, so the
+store bounds its memory by the clients that have sent (4 n bytes each) instead of by precision.
 
 Client duties: compress the delta with the configured codec (with error feedback, keep e_k across
 sessions). Pure: numpy and torch only.
@@ -35,6 +37,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+
+from aggregation.rowstore import RowStore
 
 F32 = np.dtype("<f4")
 U32 = np.dtype("<u4")
@@ -169,7 +173,7 @@ class ErrorFeedback:
 
     def __init__(self, codec: Codec):
         self.codec = codec
-        self.residual: dict[int, torch.Tensor] = {}
+        self.residual = RowStore(torch.float32)
 
     def compress(self, client: int, delta: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(the decoded upload the server aggregates, payload bytes)."""
@@ -179,7 +183,7 @@ class ErrorFeedback:
                              f"{tuple(e.shape)}")
         c = delta.to(torch.float32) if e is None else delta.to(torch.float32) + e
         sent, nbytes = self.codec.roundtrip(c)
-        self.residual[client] = c - sent.reshape(c.shape)
+        self.residual.put(client, c - sent.reshape(c.shape))
         return sent.reshape(delta.shape), nbytes
 
 

@@ -13,6 +13,7 @@ import torch
 
 from aggregation import AdapterLayout, ClientConfig, ClientUpdate, Strategy
 from aggregation.dp import client_clip
+from aggregation.rowstore import RowStore
 from fleet.attacks import Attack
 from fleet.trainer import TrainResult
 
@@ -24,14 +25,15 @@ class ClientSide:
         self.shared, self.personal_mask, _ = strategy.groups.masks(layout)
         self.seed, self.attack, self.attackers, self.codec = seed, attack, attackers, codec
         self._initial_personal = initial_adapter[self.personal_mask].clone()
+        self._keeps_personal = bool(self.personal_mask.any())  # asked once per session: computed once
         self._plain_bytes = 4 * int(self.shared.sum())  # float32 upload of the shared entries
         # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
-        # fleet may hold many of them; only devices that trained have one.
-        self.personal: dict[int, torch.Tensor] = {}
+        # fleet may hold many of them; only devices that trained have a row.
+        self.personal = RowStore(torch.float16)
 
     @property
     def keeps_personal(self) -> bool:
-        return bool(self.personal_mask.any())
+        return self._keeps_personal
 
     def poisons(self, device: int) -> bool:
         """Does this device train on poisoned data?"""
@@ -46,15 +48,15 @@ class ClientSide:
         return start
 
     def personal_part(self, device: int) -> torch.Tensor:
-        stored = self.personal.get(device)
-        return self._initial_personal if stored is None else stored.float()
+        stored = self.personal.get(device)  # a float32 copy
+        return self._initial_personal if stored is None else stored
 
     def send(self, result: TrainResult, config: ClientConfig, num_samples: int) -> tuple[ClientUpdate, int]:
         """Keep the personal part, send the shared one; returns the update as the server decodes it and
         the bytes of the encoded payload."""
         job, delta = result.job, result.delta
         if self.keeps_personal:
-            self.personal[job.client] = (self.personal_part(job.client) + delta[self.personal_mask]).half()
+            self.personal.put(job.client, self.personal_part(job.client) + delta[self.personal_mask])
         delta = torch.where(self.shared, delta, torch.zeros_like(delta))
         if self.attackers[job.client]:
             delta = self.attack.corrupt(delta, self.seed, job.client, job.round)

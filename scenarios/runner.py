@@ -510,7 +510,7 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
               arch: Architecture, cost: SessionCost, memory: MemoryEstimate, layout: AdapterLayout,
               wall_start: float) -> dict:
     rounds = recorder.rounds_rows
-    sessions = recorder.sessions_frame()
+    sessions = recorder.sessions_frame(["device", "outcome", "bytes_up"])  # read back from disk: only what is used
     losses = [row["eval_loss"] for row in rounds if not np.isnan(row["eval_loss"])]
     personal = [row for row in rounds if not np.isnan(row.get("personal_loss", np.nan))]
     done = [row for row in rounds if row["round"] > 0]

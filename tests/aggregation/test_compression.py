@@ -134,3 +134,21 @@ def test_build_codec():
         build_codec("topk", fraction=0.0)
     with pytest.raises(ValueError, match="NaN"):
         build_codec("q8").encode(torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("codec", [TopK(0.1), Quantize(8, chunk=32), Quantize(4, chunk=16)], ids=lambda c: c.name)
+def test_error_feedback_matches_a_dict_of_float32_residuals(codec):
+    # The residuals are kept in a block store; every upload equals what a dict of float32 tensors gives.
+    g, n = torch.Generator().manual_seed(5), 97
+    ef, residual = ErrorFeedback(codec), {}
+    for t in range(60):
+        client = int(torch.randint(0, 9, (1,), generator=g))
+        delta = torch.randn(n, generator=g) * 0.01
+        c = delta + residual[client] if client in residual else delta
+        expected, expected_bytes = codec.roundtrip(c)
+        residual[client] = c - expected
+        sent, nbytes = ef.compress(client, delta)
+        assert torch.equal(sent, expected) and nbytes == expected_bytes
+    for client, e in residual.items():
+        assert torch.equal(ef.residual[client], e)
+    assert len(ef.residual) == len(residual)

@@ -58,3 +58,22 @@ def test_client_clipping_and_codec_payload():
     update, nbytes = side.send(result(1, torch.linspace(-1, 1, P)), ClientConfig(), 50)
     assert nbytes == codec.encoded_bytes(P) == len(codec.encode(torch.zeros(P)))
     assert torch.allclose(update.delta, torch.linspace(-1, 1, P), atol=1 / 127)
+
+
+def test_personal_parts_match_float16_tensors_kept_per_device():
+    # The personal parts live in a float16 block store; each device's part after several sessions is its
+    # part as float16 tensors kept per device would hold it: (previous part + personal delta), rounded.
+    side = client_side("fedsa_lora")
+    initial = torch.arange(P, dtype=torch.float32)[B]
+    g, kept = torch.Generator().manual_seed(2), {}
+    for rnd in range(1, 25):
+        device = int(torch.randint(0, 6, (1,), generator=g))
+        delta = torch.randn(P, generator=g) * 0.37
+        before = kept.get(device, initial)
+        side.send(result(device, delta, rnd), ClientConfig(), 50)
+        kept[device] = (before + delta[B]).half().float()
+    for device in range(8):
+        expected = kept.get(device, initial)
+        assert torch.equal(side.personal_part(device), expected)
+        assert torch.equal(side.start(device, torch.zeros(P))[B], expected)
+    assert len(side.personal) == len(kept)

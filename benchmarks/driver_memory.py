@@ -1,0 +1,141 @@
+"""How much memory does the driver itself need for a large fleet? The emulator runs a fleet of 100,000
+devices for 100 synchronous rounds under FedSA-LoRA (each device keeps its LoRA B as a personal part) with
+8-bit quantised uploads and error feedback (a residual per device), recording to a run folder as a real run
+does. Training is replaced by a host that returns seeded random deltas of the real adapter's size at once,
+so only the driver's own state grows: the fleet table, personal parts, residuals, records.
+
+Prints, after rounds 10, 50 and 100: the resident memory (RSS) and its peak against the baseline measured
+after the fleet and the emulator were built, the devices holding a personal part and a residual, and the
+bytes per device each store takes. The default cohort (100 updates a round, about 10,000 devices
+holding state after 100 rounds) keeps the run to a few minutes and within a small machine's memory; the
+per-device figures scale the state to any share of the fleet.
+
+    python benchmarks/driver_memory.py [--devices 100000] [--rounds 100] [--cohort 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aggregation import StrategyContext
+from aggregation.compression import ErrorFeedback, build_codec
+from analysis.recorder import RunRecorder
+from fleet.attacks import Attack
+from fleet.base_model import load_base_model
+from fleet.clients import ClientSide
+from fleet.emulator import Emulator
+from fleet.selection import build_selector
+from fleet.trainer import TrainResult, adapter_layout, get_flat, wrap_with_lora
+from scenarios.checks import target_architecture
+from scenarios.loader import load_scenario
+from scenarios.runner import (build_fleet, build_scenario_strategy, device_ranks, lora_spec, radio, round_rules,
+                              session_cost)
+
+DATA_CLIENTS = 664  # the built-in data set's clients
+REPORT_AT = (10, 50, 100)
+
+
+class InstantHost:
+    """Trains nothing: a job's delta is drawn from a stream keyed by (client, round), of the adapter's size."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def put(self, tensor):
+        return tensor
+
+    def train(self, job, start, base_delta):
+        g = torch.Generator().manual_seed(job.client * 100_003 + job.round)
+        return TrainResult(job, torch.randn(self.size, generator=g) * 1e-3, 100, 2.0, 1.9)
+
+    def evaluate(self, adapter, base_delta):
+        return 2.0
+
+    def evaluate_clients(self, adapter, groups, clients, n_windows, base_delta):
+        return [(2.0, 2.0)] * len(clients)
+
+    def get(self, handles):
+        return list(handles)
+
+
+def rss_mb() -> float:
+    """Resident memory now, from /proc (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # kB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--cohort", type=int, default=100, help="updates aggregated per round")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one update at a time, as the driver does: threads only contend on 2 cores
+    scenario = load_scenario("quickstart", [
+        "name=driver_memory", f"fleet.size={args.devices}", f"run.rounds={args.rounds}",
+        f"run.clients_per_round={args.cohort}", "run.deadline_s=600", "run.eval_every=10", "network.cells=100",
+        "strategy.name=fedsa_lora", "strategy.compression.name=q8", "output.report=false",
+    ])
+    start_rss = rss_mb()
+    strategy = build_scenario_strategy(scenario)
+    lora = lora_spec(scenario)
+    model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
+    layout, adapter = adapter_layout(model, lora), get_flat(model)
+    del model
+    arch = target_architecture(scenario)
+    fleet = build_fleet(scenario, DATA_CLIENTS)
+    ranks = device_ranks(scenario, arch, fleet)
+    strategy.setup(StrategyContext(layout, population=len(fleet), cohort=args.cohort, seed=scenario.seed))
+    codec = build_codec("q8")
+    clients = ClientSide(layout, strategy, adapter, scenario.seed, Attack(), np.zeros(len(fleet), bool),
+                         ErrorFeedback(codec))
+    marks: dict[int, tuple[float, float, int, int, int, int, float]] = {}
+    wall_start = time.perf_counter()
+
+    def progress(row: dict) -> None:
+        if row["round"] in REPORT_AT:
+            marks[row["round"]] = (rss_mb(), peak_rss_mb(), len(clients.personal), clients.personal.nbytes,
+                                   len(clients.codec.residual), clients.codec.residual.nbytes,
+                                   time.perf_counter() - wall_start)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        recorder = RunRecorder(Path(tmp) / "run", {"name": scenario.name})
+        emulator = Emulator(
+            seed=scenario.seed, fleet=fleet, num_samples=np.full(DATA_CLIENTS, 100), rules=round_rules(scenario),
+            radio=radio(scenario), cost=session_cost(scenario, arch, layout, strategy, ranks, codec),
+            selector=build_selector(scenario.run.selection.name, **scenario.run.selection.params()),
+            adapter=adapter.clone(), strategy=strategy, clients=clients, host=InstantHost(layout.size),
+            sink=recorder, ranks=ranks, on_progress=progress,
+        )
+        baseline = rss_mb()
+        emulator.run()
+        recorder.close({})
+        sessions = len(recorder.sessions_frame(["device"]))
+    shared = int(clients.shared.sum())
+    personal_values = int(clients.personal_mask.sum())
+    print(f"fleet: {len(fleet):,} devices, {int((ranks > 0).sum()):,} can train; {args.rounds} rounds of "
+          f"{args.cohort} updates; {sessions:,} sessions; wall {time.perf_counter() - wall_start:.0f} s")
+    print(f"adapter: {layout.size:,} values; personal (LoRA B) {personal_values:,} as float16, "
+          f"residual of the shared part {shared:,} as float32")
+    print(f"RSS before building: {start_rss:.0f} MB; baseline after fleet and emulator: {baseline:.0f} MB")
+    print(f"{'round':>5} {'RSS MB':>8} {'peak MB':>8} {'over base':>9} {'personal':>9} {'B/device':>9} "
+          f"{'residual':>9} {'B/device':>9} {'wall s':>7}")
+    for rnd, (rss, peak, n_p, b_p, n_r, b_r, wall) in sorted(marks.items()):
+        print(f"{rnd:>5} {rss:>8.0f} {peak:>8.0f} {peak - baseline:>9.0f} {n_p:>9,} {b_p / max(n_p, 1):>9.0f} "
+              f"{n_r:>9,} {b_r / max(n_r, 1):>9.0f} {wall:>7.0f}")
+    print(f"values alone: personal {2 * personal_values} B/device, residual {4 * shared} B/device")
+
+
+if __name__ == "__main__":
+    main()
