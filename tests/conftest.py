@@ -1,4 +1,7 @@
+import itertools
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -29,4 +32,18 @@ def browser():
         if os.environ.get("FEDFLEET_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_jsonl(tmp_path_factory) -> Path:
+    """Client text for short real runs: eight clients of ten three-line speeches (tokenising the plays
+    would take most of such a run)."""
+    path = tmp_path_factory.mktemp("data") / "clients.jsonl"
+    words = "thou art the sun and moon of all my heart good lord what say you now".split()
+    with path.open("w") as fh:
+        for client, speech in itertools.product(range(8), range(10)):
+            text = "\n".join(" ".join(words[(client + speech + i + j) % len(words)] for j in range(12))
+                             for i in range(3))
+            fh.write(json.dumps({"client_id": f"c{client}", "text": text}) + "\n")
     return path

@@ -28,17 +28,10 @@ CELLS = list(itertools.product([5, 10, 20], ["fedavg", "fedprox"]))
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> list[str]:
+def small(tiny_jsonl) -> list[str]:
     """Overrides for a quickstart that runs in about a second: 100 devices, three rounds, systems mode and a
-    few clients' text (tokenising the plays would take most of each trial)."""
-    path = tmp_path_factory.mktemp("data") / "clients.jsonl"
-    words = "thou art the sun and moon of all my heart good lord what say you now".split()
-    with path.open("w") as fh:
-        for client, speech in itertools.product(range(8), range(10)):
-            text = "\n".join(" ".join(words[(client + speech + i + j) % len(words)] for j in range(12))
-                             for i in range(3))
-            fh.write(json.dumps({"client_id": f"c{client}", "text": text}) + "\n")
-    return ["run.mode=systems", "run.rounds=3", "fleet.size=100", "data.source=jsonl", f"data.path={path}",
+    few clients' text."""
+    return ["run.mode=systems", "run.rounds=3", "fleet.size=100", "data.source=jsonl", f"data.path={tiny_jsonl}",
             "output.report=false"]
 
 

@@ -8,7 +8,6 @@ file and waits; a thread of this test reads the file and sends SIGKILL to that p
 came, the job would go on after its wait and the run would record no retry, failing the test.
 """
 
-import itertools
 import json
 import os
 import signal
@@ -37,18 +36,11 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def overrides(tmp_path_factory) -> list[str]:
+def overrides(tiny_jsonl) -> list[str]:
     """Real training, two workers, three rounds of six clients over a few clients' short text."""
-    path = tmp_path_factory.mktemp("data") / "clients.jsonl"
-    words = "thou art the sun and moon of all my heart good lord what say you now".split()
-    with path.open("w") as fh:
-        for client, speech in itertools.product(range(8), range(10)):
-            text = "\n".join(" ".join(words[(client + speech + i + j) % len(words)] for j in range(12))
-                             for i in range(3))
-            fh.write(json.dumps({"client_id": f"c{client}", "text": text}) + "\n")
     return ["fleet.size=60", "run.rounds=3", "run.clients_per_round=6", "run.deadline_s=600",
             "training.local_steps=2", "training.batch_size=4", "data.eval_windows=16", "data.source=jsonl",
-            f"data.path={path}", "output.report=false", "runtime.workers=2"]
+            f"data.path={tiny_jsonl}", "output.report=false", "runtime.workers=2"]
 
 
 def stall(actor, marker_path: str) -> None:
