@@ -41,13 +41,9 @@ from fleet.trainer import (
 
 log = logging.getLogger(__name__)
 
-# A worker process is started again this many times in a run (per actor) before its jobs fail the run: faults
-# are rare, and a worker that keeps dying (say, out of memory on every job) should stop the run, not loop.
-MAX_RESTARTS = 3
-# A job is submitted at most this many times in all: once, plus one retry per restart it may meet.
-MAX_ATTEMPTS = MAX_RESTARTS + 1
-# How long a dead worker may take to come back (its restart loads the base model again) before the run stops.
-RESTART_TIMEOUT_S = 600.0
+# A job is submitted at most this many times: faults are rare, and a job whose worker dies every time (say,
+# out of memory) should stop the run, not loop.
+MAX_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ class WorkerFaults:
     """What worker faults a run met; neither changes a result, both say the host was not healthy."""
 
     jobs_retried: int  # submissions made again because the worker running them died
-    workers_replaced: int  # actors whose process at the end is not the one they started with
+    workers_replaced: int  # dead actors replaced by new ones
 
 
 @dataclass(frozen=True)
@@ -63,6 +59,7 @@ class _Job:
     method: str
     args: tuple
     actor: int  # index of the actor it was given to
+    generation: int  # how many times that actor had been replaced when it was given the job
 
 
 @contextmanager
@@ -141,10 +138,6 @@ class TrainerActor:
         self.train_data, self.test_data = PackedTokens(*train), PackedTokens(*test)
         self.eval_windows = eval_windows
 
-    def pid(self) -> int:
-        """The worker's process id: a new one after Ray starts a dead worker again."""
-        return os.getpid()
-
     def train(self, job: TrainJob, start: torch.Tensor, base_delta: torch.Tensor | None) -> TrainResult:
         return self.trainer.train(job, start, self.train_data.get(job.data_client), base_delta)
 
@@ -191,11 +184,12 @@ class TrainerActor:
 
 
 class WorkerPool:
-    """`train` and `evaluate` return ObjectRefs at once; `get` waits for the ones asked for, submitting again
-    any job whose worker died before it finished.
+    """`train` and `evaluate` return ObjectRefs at once; `get` waits for the ones asked for, replacing a worker
+    that died and submitting again the jobs it had not finished.
 
-    Why not Ray's own task retries (`max_task_retries`)? They are invisible to the caller: a run could not
-    count or report the faults it met. Ray still restarts the actors (`max_restarts`); this pool resubmits."""
+    Why not Ray's own actor restarts and task retries (`max_restarts`, `max_task_retries`)? Their retries are
+    invisible to the caller, so a run could not count or report the faults it met; and Ray warns on every
+    start of an actor that would restart from arguments held in the object store, as these workers' data are."""
 
     def __init__(
         self,
@@ -210,17 +204,17 @@ class WorkerPool:
     ):
         train_ref = ray.put((train_data.tokens, train_data.offsets))
         test_ref, eval_ref = ray.put((test_data.tokens, test_data.offsets)), ray.put(eval_windows)
-        self._data_refs = (train_ref, test_ref, eval_ref)  # held for as long as a restart may need them
-        self._actors = [
-            TrainerActor.options(num_cpus=threads_per_worker, max_restarts=MAX_RESTARTS).remote(
-                model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref
-            )
-            for _ in range(num_workers)
-        ]
+        # what a replacement worker is built from; the refs keep the data in the object store for it
+        self._threads = threads_per_worker
+        self._init_args = (model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref)
+        self._actors = [self._new_actor() for _ in range(num_workers)]
+        self._generation = [0] * num_workers
         self._pending: list[list[ray.ObjectRef]] = [[] for _ in self._actors]
         self._jobs: dict[ray.ObjectRef, _Job] = {}  # submitted and not yet fetched: what to submit again
-        self._pids: list[int] = []
         self._retried = 0
+
+    def _new_actor(self):
+        return TrainerActor.options(num_cpus=self._threads).remote(*self._init_args)
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -258,12 +252,12 @@ class WorkerPool:
         i = self._least_loaded()
         ref = getattr(self._actors[i], method).remote(*args)
         self._pending[i].append(ref)
-        self._jobs[ref] = _Job(method, args, i)
+        self._jobs[ref] = _Job(method, args, i, self._generation[i])
         return ref
 
     def get(self, refs: list[ray.ObjectRef]) -> list:
-        """The results of `refs`, in order. A job whose worker died is submitted again, once that worker is
-        back (Ray refuses jobs to an actor while it restarts), up to MAX_ATTEMPTS times in all."""
+        """The results of `refs`, in order. A job whose worker died is submitted again, after the worker is
+        replaced, up to MAX_ATTEMPTS times in all."""
         try:
             results = ray.get(refs)
         except ray.exceptions.RayActorError:
@@ -283,35 +277,27 @@ class WorkerPool:
                 self._retried += 1
                 log.warning("a worker died during a %s job (%s); submitting it again (attempt %d of %d)",
                             job.method, type(err).__name__, attempt + 1, MAX_ATTEMPTS)
-                self._wait_back(job.actor)
+                self._replace(job)
                 current = self._submit(job.method, *job.args)
                 job = self._jobs.pop(current)  # the original ref stands for it
 
-    def _wait_back(self, i: int) -> None:
-        """Block until actor `i` answers again. Raises ActorDiedError once Ray gives it up (MAX_RESTARTS
-        spent), and TimeoutError after RESTART_TIMEOUT_S."""
-        deadline = time.monotonic() + RESTART_TIMEOUT_S
-        while True:
-            try:
-                ray.get(self._actors[i].__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0.0))
-                return
-            except ray.exceptions.ActorUnavailableError:  # restarting: Ray answers this within seconds
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {i} did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
-                time.sleep(0.1)
-            except ray.exceptions.GetTimeoutError:
-                raise TimeoutError(f"worker {i} did not come back within {RESTART_TIMEOUT_S:.0f} s") from None
+    def _replace(self, job: _Job) -> None:
+        """Replace the dead worker that had `job`, unless another of its jobs already did."""
+        i = job.actor
+        if self._generation[i] != job.generation:
+            return
+        ray.kill(self._actors[i])
+        self._actors[i], self._pending[i] = self._new_actor(), []
+        self._generation[i] += 1
+        ray.get(self._actors[i].__ray_ready__.remote())  # loads its model before jobs queue on it
 
     def wait_ready(self) -> None:
         """Block until every actor has loaded its model (so start-up is not billed to the first round)."""
-        self._pids = ray.get([a.pid.remote() for a in self._actors])
+        ray.get([a.__ray_ready__.remote() for a in self._actors])
 
     def faults(self) -> WorkerFaults:
-        """The worker faults met so far. An actor still restarting is waited for."""
-        for i in range(len(self._actors)):
-            self._wait_back(i)
-        pids = ray.get([a.pid.remote() for a in self._actors])
-        replaced = sum(now != then for now, then in zip(pids, self._pids))
+        """The worker faults met so far."""
+        replaced = sum(self._generation)
         if self._retried or replaced:
             log.warning("worker faults: %d jobs submitted again, %d workers replaced", self._retried, replaced)
         return WorkerFaults(jobs_retried=self._retried, workers_replaced=replaced)

@@ -1,6 +1,6 @@
-"""A worker process killed in the middle of a training job: Ray starts it again, the pool submits the job
+"""A worker process killed in the middle of a training job: the pool replaces the worker and submits the job
 again, and the result is that of the same job without the fault: for one job on a one-worker pool (the retry
-waits for the restart), and for a whole run, whose records match an unfaulted run and whose summary.json
+waits for the new worker), and for a whole run, whose records match an unfaulted run and whose summary.json
 counts the fault (slow).
 
 The kill is made to land inside a job: one actor's first training call writes the actor's process id to a
