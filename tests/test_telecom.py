@@ -151,17 +151,17 @@ def test_reduced_run_records_detection(tmp_path, ray_local):
     assert "<h2>Fault detection</h2>" in (out / "report.html").read_text(encoding="utf-8")
 
 
-CLAIM = ["fleet.size=300", "data.cellsite.sites=300", "network.cells=300", "run.rounds=12"]
 
 
 @pytest.mark.slow
 def test_federated_training_detects_faults_better_than_the_base_model_and_a_site_alone(tmp_path, ray_local):
-    """The scenario's claim, at 300 sites and 12 rounds (about five minutes): the global adapter's AUROC beats
+    """The scenario's claim, on the scenario as shipped (about ten minutes): the global adapter's AUROC beats
     the base model's and that of each site trained alone for one session (more local compute than the
-    federation asked of a site), on the mean over the evaluated sites and on the median site."""
+    federation asked of a site), on the mean over the evaluated sites and on the median site. A smaller
+    fleet or fewer rounds can end in one of the dips of the AUROC curve (300 sites, 12 rounds: 0.580 against
+    the base model's 0.645), which is why the claim is checked on the whole run."""
     out = tmp_path / "run"
-    assert main(["run", "telecom_self_healing", "--quiet", "--out", str(out),
-                 *[a for s in CLAIM for a in ("--set", s)]]) == 0
+    assert main(["run", "telecom_self_healing", "--quiet", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["detection_sites"] >= 20
     for stat in ("", "_median"):  # the mean over the evaluated sites, and the typical (median) site
