@@ -64,6 +64,25 @@ class RowStore:
         """Client ids with a row, ascending."""
         return np.flatnonzero(self._row_of != NO_ROW)
 
+    def export(self) -> dict[str, torch.Tensor]:
+        """The store as named tensors (its index, row shape and blocks, not copied): what a checkpoint
+        saves. `load` of the same dict rebuilds it."""
+        out = {"index": torch.from_numpy(self._row_of), "rows": torch.tensor(self._rows),
+               "shape": torch.tensor(self.shape if self.shape is not None else [-1], dtype=torch.int64)}
+        return out | {f"block{i}": block for i, block in enumerate(self._blocks)}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Replace the contents with what `export` gave."""
+        shape = tuple(tensors["shape"].tolist())
+        self.shape = None if shape == (-1,) else shape
+        self._width = 0 if self.shape is None else int(np.prod(self.shape))
+        self._row_of = tensors["index"].numpy().astype(np.int32, copy=True)
+        self._rows = int(tensors["rows"])
+        blocks = [tensors[f"block{i}"] for i in range(sum(k.startswith("block") for k in tensors))]
+        if blocks:
+            self.block_rows = blocks[0].shape[0]
+        self._blocks = [b.to(self.dtype, copy=True) for b in blocks]
+
     @property
     def nbytes(self) -> int:
         """Bytes held: the blocks and the index."""

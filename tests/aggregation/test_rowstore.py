@@ -77,3 +77,20 @@ def test_behaves_like_a_dict_of_rows(puts, block_rows):
     for client, row in reference.items():
         assert torch.equal(store[client], row)
     assert all(c not in store for c in set(range(301)) - set(reference))
+
+
+def test_export_then_load_gives_the_same_store():
+    store, g = RowStore(torch.float16, block_rows=2), torch.Generator().manual_seed(3)
+    for c in (7, 1, 30, 4, 12):
+        store.put(c, torch.randn(2, 3, generator=g))
+    copy = RowStore(torch.float16, block_rows=4)
+    copy.load({k: v.clone() for k, v in store.export().items()})
+    assert list(copy.clients()) == [1, 4, 7, 12, 30] and copy.shape == (2, 3) and len(copy) == 5
+    for c in store.clients().tolist():
+        assert torch.equal(copy[c], store[c])
+    copy.put(99, torch.ones(2, 3))  # the loaded store goes on growing, and is its own
+    copy.put(7, torch.zeros(2, 3))
+    assert 99 in copy and 99 not in store and not torch.equal(store[7], copy[7])
+    empty = RowStore()
+    empty.load(RowStore().export())
+    assert len(empty) == 0 and empty.shape is None
