@@ -93,8 +93,20 @@ class Strategy(ABC):
     # (sum p_k B_k A_k; the trainer applies the LoRA scaling). None: the base never changes (all but FLoRA).
     base_delta: torch.Tensor | None = None
 
+    # Attributes that aggregation changes (server optimiser moments, kept versions, ...): what a checkpoint
+    # saves. Everything else is configuration, rebuilt from the scenario.
+    state_attrs: tuple[str, ...] = ()
+
     def setup(self, context: StrategyContext) -> None:
         self.context = context
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.state_attrs}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` of a strategy set up the same way."""
+        for name in self.state_attrs:
+            setattr(self, name, state[name])
 
     @property
     def layout(self) -> AdapterLayout:

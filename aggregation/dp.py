@@ -63,6 +63,7 @@ def noise_generator(seed: int, version: int, salt: str) -> torch.Generator:
 
 class DPFedAvg(Strategy):
     name = "dp_fedavg"
+    state_attrs = ("rounds", "_clipped")
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, clipping: str = "server",
                  delta: float = 1e-5, server_lr: float = 1.0):
@@ -89,6 +90,12 @@ class DPFedAvg(Strategy):
         self._shared = self.groups.masks(context.layout)[0]  # frozen and personal entries get no noise
         self.rounds = 0
         self._clipped = 0.0
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._accountant = RdpAccountant()  # privacy spent so far: one event per step taken
+        if self.rounds:
+            self._accountant.compose(self._event, self.rounds)
 
     def configure(self, client: int, version: int) -> ClientConfig:
         return ClientConfig(clip_norm=self.S if self.clipping == "client" else 0.0)

@@ -23,6 +23,7 @@ from aggregation.staleness import check_staleness, staleness_weight
 
 class FedAsync(Strategy):
     name = "fedasync"
+    state_attrs = ("_versions",)
     asynchronous = True
 
     def __init__(self, alpha: float = 0.6, staleness: str = "polynomial", staleness_a: float = 0.5,

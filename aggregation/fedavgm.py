@@ -25,6 +25,7 @@ from aggregation.registry import register_strategy
 
 class FedAvgM(Strategy):
     name = "fedavgm"
+    state_attrs = ("m_t",)
 
     def __init__(self, server_lr: float = 1.0, momentum: float = 0.9):
         if not math.isfinite(server_lr) or server_lr <= 0:

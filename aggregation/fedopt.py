@@ -35,6 +35,7 @@ from aggregation.registry import register_strategy
 
 
 class FedOpt(Strategy):
+    state_attrs = ("m_t", "v_t")
     """Computes Delta_t and m_t and applies the step; subclasses give v_t."""
 
     def __init__(self, server_lr: float, beta_1: float, beta_2: float, tau: float):

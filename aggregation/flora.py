@@ -47,6 +47,7 @@ from aggregation.registry import register_strategy
 
 class FLoRA(Strategy):
     name = "flora"
+    state_attrs = ("base_delta", "initial_adapter", "_download")
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)

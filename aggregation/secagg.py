@@ -194,6 +194,7 @@ class SecAggSession:
 
 class SecAggFedAvg(Strategy):
     name = "secagg_fedavg"
+    state_attrs = ("_invited", "_recovered")
     extra_round_trips = 3  # advertise keys, share keys and unmasking, beyond the masked upload
     sees_updates = False  # the server learns only the sum: it cannot screen updates one by one
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from aggregation import AdapterLayout, ClientConfig, ClientUpdate, Strategy
+from aggregation.compression import ErrorFeedback
 from aggregation.dp import client_clip
 from aggregation.rowstore import RowStore
 from fleet.attacks import Attack
@@ -30,6 +31,18 @@ class ClientSide:
         # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
         # fleet may hold many of them; only devices that trained have a row.
         self.personal = RowStore(torch.float16)
+
+    def state_dict(self) -> dict:
+        """What devices keep between sessions: personal parts, and error-feedback residuals."""
+        state = {"personal": self.personal.export()}
+        if isinstance(self.codec, ErrorFeedback):
+            state["residual"] = self.codec.residual.export()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.personal.load(state["personal"])
+        if isinstance(self.codec, ErrorFeedback):
+            self.codec.residual.load(state["residual"])
 
     @property
     def keeps_personal(self) -> bool:
@@ -63,9 +76,11 @@ class ClientSide:
         if config.clip_norm > 0:  # a duty of clients under client-side DP clipping
             delta = client_clip(delta, config.clip_norm)
         payload_bytes = self._plain_bytes
-        if self.codec is not None:
+        if self.codec is not None and torch.isfinite(delta).all():
             shared, payload_bytes = self.codec.compress(job.client, delta[self.shared])
             delta = torch.zeros_like(delta)
             delta[self.shared] = shared
+        elif self.codec is not None:  # a diverged device: nothing to encode, its residual stays; the server's
+            payload_bytes = self.codec.codec.encoded_bytes(int(self.shared.sum()))  # screen rejects the update
         update = ClientUpdate(job.client, delta, num_samples, job.base_version, job.steps, job.rank)
         return update, payload_bytes

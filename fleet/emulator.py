@@ -22,10 +22,19 @@ and hazard draws, never on training results, so the emulator asks the worker poo
 once its update has arrived in time. Training is a pure function of (global version, client, round, seed),
 so when it is submitted changes no number, and a dropped session costs no host compute. Without a host
 (systems-only mode) nothing is trained: timing, bytes and energy only.
+
+Checkpoints: every `checkpoint_every` rounds the emulator hands its sink what training has built (global
+adapter, strategy state, what devices keep, the start adapters of sessions still at work) together with a
+journal of what each server step decided from training results (which updates were rejected, the losses
+selection may use, whether a version was published). SimPy processes cannot be saved, and need not be: every
+random draw comes from a keyed stream, so a resumed run replays the clock from time 0 with nothing trained,
+taking those decisions from the journal, until it reaches the checkpoint; it checks that the replayed clock,
+version and batteries equal the saved ones, loads the saved state and goes on training.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -66,6 +75,8 @@ class Probe(Protocol):
     the row's extra columns once the row is recorded."""
 
     def __call__(self, adapter: Any, base_delta: Any) -> Callable[[], dict]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Sink(Protocol):
@@ -73,6 +84,7 @@ class Sink(Protocol):
 
     def round(self, row: dict) -> None: ...
     def sessions(self, columns: dict[str, list]) -> None: ...
+    def checkpoint(self, state: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -190,7 +202,11 @@ class Emulator:
         personal_eval_clients: int = 32,
         probes: tuple[Probe, ...] = (),
         on_progress=lambda row: None,
+        checkpoint_every: int = 0,
+        resume: dict | None = None,
     ):
+        """`checkpoint_every`: rounds between checkpoints (0: none). `resume`: a checkpoint's state, to go on
+        from."""
         self.env = simpy.Environment()
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
         self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
@@ -218,6 +234,14 @@ class Emulator:
         self._arrivals: list[Arrival] = []
         self._unrecorded_payload = 0  # payload bytes of a rejected buffer, booked with the next row
         self._wake: simpy.Event | None = None
+        self._at_work: dict[int, Cohort] = {}  # device -> the cohort of the session it is in
+        self.checkpoint_every = checkpoint_every
+        self._journal: list[dict] = []  # per server step, what it decided from training results
+        # While set, the clock is replayed up to the checkpoint.
+        self._resume = None if resume is None else {**resume, "journal": json.loads(resume["journal"])}
+        if resume is not None and not self._resume["journal"]:
+            raise ValueError("a checkpoint with no server step to go on from")
+        self._replayed_download: int | None = None
 
     def _links(self, band_hz: float, trace, direction: str) -> list:
         """One shared band per cell, or one trace replayed by every device (from its own offset)."""
@@ -315,6 +339,7 @@ class Emulator:
         """One device's session: download, train, upload, unless something ends it first."""
         d = plan["device"]
         log = SessionLog(d, cohort.key, cohort.version, self.env.now)
+        self._at_work[d] = cohort
         log.charge_start = self._battery_level(d)
         if np.isfinite(plan["hazard_s"]):
             self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
@@ -348,6 +373,7 @@ class Emulator:
             log.outcome = stop.cause
         log.t_end = self.env.now
         log.charge_end = self._battery_level(d)
+        del self._at_work[d]
         self._ended.append(log)
         self._finished.append(d)
         if self._wake is not None and not self._wake.triggered:
@@ -367,7 +393,9 @@ class Emulator:
 
     def _download_bytes(self, d: int) -> int:
         """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
-        return int(self.bytes_down[d] * self.strategy.download_values() / self.clients.layout.size)
+        replayed = self._resume is not None and self._replayed_download is not None
+        values = self._replayed_download if replayed else self.strategy.download_values()
+        return int(self.bytes_down[d] * values / self.clients.layout.size)
 
     def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> None:
         """The sampled instant at which the device leaves; it only matters while the device still has work
@@ -514,13 +542,13 @@ class Emulator:
 
     def _publish(self) -> None:
         """Put the current global adapter (and FLoRA's merged base) where workers can read it."""
-        if self.host is not None:
+        if self.host is not None and self._resume is None:
             self._adapter_ref = self.host.put(self.adapter)
             self._base_ref = self.host.put(self.strategy.base_delta)
 
     def _train(self, cohort: Cohort, d: int, steps: int, config: ClientConfig):
         """Ask the host to train what the clock says arrived; a handle to the result."""
-        if self.host is None:
+        if self.host is None or self._resume is not None:
             return None
         start = cohort.adapter_ref
         if self.clients.keeps_personal:
@@ -538,7 +566,8 @@ class Emulator:
         columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
         columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
         columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
-        self.sink.sessions(columns)
+        if self._resume is None:  # replayed sessions are on record already
+            self.sink.sessions(columns)
         for s in logs:
             if s.outcome == "completed":
                 self.history.last_duration_s[s.device] = s.t_end - s.t_start
@@ -549,17 +578,22 @@ class Emulator:
         and the round. An asynchronous server whose whole buffer was rejected records nothing yet: its
         sessions go into the row of the next version, so that every row has its own round number. Returns
         whether a row was recorded."""
+        if self._resume is not None:
+            return self._close_replayed(rnd, arrivals)
         train_loss, payload, error = float("nan"), 0, ""
+        step = {"rejected": [], "losses": []}  # what this step decides from training results (the journal)
         if arrivals and self.host is not None:
             results: list[TrainResult] = self.host.get([a.handle for a in arrivals])
             sent = [self.clients.send(r, a.config, int(self.num_samples[r.job.data_client]))
                     for r, a in zip(results, arrivals)]
             payload = sum(n for _, n in sent)  # rejected updates crossed the air all the same
             kept = self._screen(arrivals, [u for u, _ in sent])
+            step["rejected"] = [[i, a.log.outcome] for i, a in enumerate(arrivals) if i not in set(kept)]
             arrivals, results, sent = ([seq[i] for i in kept] for seq in (arrivals, results, sent))
             if len(arrivals) < self._fewest_updates():
                 if self.strategy.asynchronous:
                     self._unrecorded_payload += payload
+                    self._note(step, recorded=False, published=False)
                     return False
                 error, arrivals = f"{len(arrivals)} update(s) left after screening, too few to aggregate", []
             else:
@@ -571,11 +605,13 @@ class Emulator:
                 train_loss = float(np.mean([r.loss_last for r in results]))
             for r in results:
                 self.history.last_loss[r.job.client] = r.loss_first
+            step["losses"] = [[r.job.client, float(r.loss_first)] for r in results]
         payload, self._unrecorded_payload = payload + self._unrecorded_payload, 0
         logs = self._record_sessions(rnd)
         if arrivals:
             self.version += 1
             self._publish()
+        self._note(step, recorded=True, published=bool(arrivals))
         row = self._row(rnd, opened, logs, arrivals, not arrivals)
         row.update(train_loss=train_loss, payload_bytes=payload, aggregation_error=error, **self.strategy.metrics())
         last = self.version >= self.rules.rounds if self.strategy.asynchronous else rnd == self.rules.rounds
@@ -584,7 +620,70 @@ class Emulator:
             self._emit({**row, **NOT_EVALUATED})
         else:
             self._evaluate(row)  # without a host, this records the row without a loss
+        if self.checkpoint_every and rnd % self.checkpoint_every == 0:
+            self._checkpoint()
         return True
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def _note(self, step: dict, recorded: bool, published: bool) -> None:
+        self._journal.append({**step, "recorded": recorded, "published": published,
+                              "download": self.strategy.download_values()})
+
+    def _checkpoint(self) -> None:
+        self._finish_eval()  # the checkpoint covers the rows of every version up to this one
+        self.sink.checkpoint({
+            "journal": json.dumps(self._journal),
+            **self._clock_state(),
+            "adapter": self.adapter,
+            "strategy": self.strategy.state_dict(),
+            "clients": self.clients.state_dict(),
+            # Sessions still at work (asynchronous servers) train from the version they downloaded.
+            "cohorts": {c.version: c.adapter for c in self._at_work.values()},
+            "probes": [probe.state_dict() for probe in self.probes],
+        })
+
+    def _clock_state(self) -> dict:
+        return {"now": self.env.now, "version": self.version, "charge_wh": self.fleet.charge_wh.copy(),
+                "last_loss": self.history.last_loss.copy(), "last_duration_s": self.history.last_duration_s.copy()}
+
+    def _close_replayed(self, rnd: int, arrivals: list[Arrival]) -> bool:
+        """A server step before the checkpoint: the clock's side of `_close`, with what training decided
+        read from the journal."""
+        journal = self._resume["journal"]
+        step = journal[len(self._journal)]
+        self._journal.append(step)
+        for i, outcome in step["rejected"]:
+            arrivals[i].log.outcome = outcome
+        for device, loss in step["losses"]:
+            self.history.last_loss[device] = loss
+        self._replayed_download = step["download"]
+        if step["recorded"]:
+            self._record_sessions(rnd)
+            self.version += step["published"]
+        if len(self._journal) == len(journal):
+            self._go_live()
+        return step["recorded"]
+
+    def _go_live(self) -> None:
+        """The replay reached the checkpoint: check the clock against it, load what training had built."""
+        saved, self._resume = self._resume, None
+        replayed = self._clock_state()
+        differ = [k for k, v in replayed.items()
+                  if not np.array_equal(v, saved[k], equal_nan=isinstance(v, np.ndarray))]
+        if differ:
+            raise RuntimeError(f"the replayed run differs from its checkpoint in {', '.join(differ)}: the scenario "
+                               f"or the emulator changed since the checkpoint was written")
+        self.adapter = saved["adapter"]
+        self.strategy.load_state_dict(saved["strategy"])
+        self.clients.load_state_dict(saved["clients"])
+        for probe, state in zip(self.probes, saved["probes"], strict=True):
+            probe.load_state_dict(state)
+        self._publish()
+        for cohort in {id(c): c for c in self._at_work.values()}.values():
+            cohort.adapter = saved["cohorts"][cohort.version]
+            cohort.adapter_ref = None if self.host is None else self.host.put(cohort.adapter)
+            cohort.base_ref = self._base_ref
 
     def _screen(self, arrivals: list[Arrival], updates: list) -> list[int]:
         """Indices of the updates fit to aggregate; the others' sessions are marked rejected, with the reason.
@@ -629,6 +728,8 @@ class Emulator:
         """Held-out loss of the new version, computed while the next round trains and recorded after it:
         on the shared held-out windows, and on a fixed sample of devices' own held-out text with their
         personal part (for strategies without one, the global adapter alone); and what the probes measure."""
+        if self._resume is not None:  # a replayed version: its row is on record already
+            return
         if self.host is None:
             self._emit({**row, **NOT_EVALUATED})
             return

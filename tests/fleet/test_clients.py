@@ -60,6 +60,20 @@ def test_client_clipping_and_codec_payload():
     assert torch.allclose(update.delta, torch.linspace(-1, 1, P), atol=1 / 127)
 
 
+def test_a_diverged_update_reaches_the_screen_without_touching_the_residual():
+    """A NaN delta cannot be encoded: it goes on as it is (the server's screen rejects it), its bytes are
+    what the codec would have sent, and the device's error-feedback residual is left as it was."""
+    codec = build_codec("q8")
+    side = client_side(codec=ErrorFeedback(codec))
+    side.send(result(1, torch.linspace(-1, 1, P)), ClientConfig(), 50)
+    residual = side.codec.residual[1].clone()
+    diverged = torch.ones(P)
+    diverged[3] = float("nan")
+    update, nbytes = side.send(result(1, diverged), ClientConfig(), 50)
+    assert update.delta.isnan().sum() == 1 and nbytes == codec.encoded_bytes(P)
+    assert torch.equal(side.codec.residual[1], residual)
+
+
 def test_personal_parts_match_float16_tensors_kept_per_device():
     # The personal parts live in a float16 block store; each device's part after several sessions is its
     # part as float16 tensors kept per device would hold it: (previous part + personal delta), rounded.

@@ -1,0 +1,96 @@
+"""A run's checkpoint: one safetensors file, written whole or not at all.
+
+The emulator's state is a tree of dicts and lists holding tensors, numpy arrays and plain values (numbers,
+strings, None). Tensors and arrays go into the file as tensors; the tree's shape, with each tensor replaced
+by its key, goes into the file's metadata as JSON. Nothing is pickled, so loading a checkpoint runs no code
+from the file.
+
+The file is written under a temporary name, flushed to disk and renamed over the previous checkpoint: a
+crash at any instant leaves either the old checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "fedfleet-checkpoint-1"
+
+
+def save(path: Path, tree: dict) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(tree, tensors, {})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: t.contiguous() for k, t in tensors.items()}, tmp,
+              metadata={"format": FORMAT, "tree": json.dumps(skeleton)})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def load(path: Path) -> dict:
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return _unflatten(json.loads(meta["tree"]), tensors)
+
+
+def _flatten(node: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str]) -> Any:
+    """The JSON skeleton of `node`; its tensors and arrays are added to `tensors` under fresh keys. A tensor
+    met twice (the global adapter is also a kept version) is stored once; one that shares memory with
+    another is copied, as safetensors stores each storage once."""
+    if isinstance(node, torch.Tensor):
+        if id(node) not in seen:
+            shares = any(t.untyped_storage().data_ptr() == node.untyped_storage().data_ptr() for t in tensors.values())
+            seen[id(node)] = key = f"t{len(tensors)}"
+            tensors[key] = node.detach().cpu().clone() if shares else node.detach().cpu()
+        return {"tensor": seen[id(node)]}
+    if isinstance(node, np.ndarray):
+        key = f"t{len(tensors)}"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(node))
+        return {"array": key}
+    if isinstance(node, dict):  # keys may be ints (versions, device ids): kept with their type
+        return {"items": [[k, _flatten(v, tensors, seen)] for k, v in node.items()]}
+    if isinstance(node, (list, tuple)):
+        return {"list": [_flatten(v, tensors, seen) for v in node]}
+    if isinstance(node, (set, frozenset)):
+        return {"set": sorted(node)}
+    if isinstance(node, np.generic):
+        node = node.item()
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return {"value": node}
+    raise TypeError(f"cannot checkpoint a {type(node).__name__}")
+
+
+def _unflatten(node: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    (kind, value), = node.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "array":
+        return tensors[value].numpy()
+    if kind == "items":
+        return {k: _unflatten(v, tensors) for k, v in value}
+    if kind == "list":
+        return [_unflatten(v, tensors) for v in value]
+    if kind == "set":
+        return set(value)
+    return value
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
