@@ -162,7 +162,8 @@ class Probe:
 
 def probe_scenario(scenario: Scenario, uplink_mhz: float) -> Scenario:
     tree = scenario.model_dump(mode="json")
-    tree["run"].update(mode="systems", rounds=scenario.plan.rounds)
+    # A probe takes a minute and is simply run again: no checkpoints (they would save the state of every device).
+    tree["run"].update(mode="systems", rounds=scenario.plan.rounds, checkpoint_every=0)
     tree["network"]["uplink_mhz"] = uplink_mhz
     tree["output"]["report"] = False
     return parse_scenario(tree, source=f"{scenario.name} at {uplink_mhz:g} MHz")

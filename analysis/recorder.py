@@ -4,6 +4,8 @@
       scenario.resolved.yaml   every field, defaults included, plus the seed actually used
       rounds.parquet           one row per round (server version), rewritten after each round
       clients.parquet          one row per client session, rewritten every `flush_every` rounds
+      checkpoint.safetensors   what a resumed run needs (fleet.checkpoint), while the run is going; removed
+                               once summary.json is written
       summary.json             headline figures, written at the end
       adapter/                 the final global adapter in PEFT format
       report.html              figures (analysis.report)
@@ -14,6 +16,9 @@ then clients.parquet is rewritten as what it held plus the waiting sessions, one
 the driver never holds the whole table however many sessions a run has. Read back, the table equals the
 concatenation of every round's sessions (pandas.concat): a column whose type widens in a later round (an
 integer column that meets a float, or an empty round) is widened in the rows already written as well.
+
+A checkpoint says how many rows of each table it covers; a resumed run (`RunRecorder.reopen`) cuts the
+tables back to those rows, since the run may have recorded more before it stopped.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from fleet import checkpoint
+
+CHECKPOINT = "checkpoint.safetensors"
+
 
 class RunRecorder:
-    def __init__(self, run_dir: Path, resolved: dict, flush_every: int = 5, flush_rows: int = 100_000):
+    def __init__(self, run_dir: Path, resolved: dict | None, flush_every: int = 5, flush_rows: int = 100_000):
+        """A new run folder; `resolved` None: the folder of a run going on (`reopen`)."""
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=False)
-        (self.dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if resolved is not None:
+            self.dir.mkdir(parents=True, exist_ok=False)
+            (self.dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         self.rounds_rows: list[dict] = []
         self.flush_every, self.flush_rows = flush_every, flush_rows
         self._waiting: list[pd.DataFrame] = []  # sessions not yet in clients.parquet
@@ -40,6 +51,36 @@ class RunRecorder:
         # every frame, empty ones included (an empty round turns integer columns into floats).
         self._head: pd.DataFrame | None = None
         self._rows_written = 0
+
+    @classmethod
+    def reopen(cls, run_dir: Path) -> tuple["RunRecorder", dict | None]:
+        """The recorder of a stopped run, its tables cut back to its last checkpoint, and the emulator's state
+        saved there; without a checkpoint, empty tables and None (the run starts again)."""
+        recorder = cls(run_dir, None)
+        path = recorder.dir / CHECKPOINT
+        saved = checkpoint.load(path) if path.exists() else {"rounds": 0, "sessions": 0, "emulator": None}
+        rounds = recorder.dir / "rounds.parquet"
+        if saved["rounds"]:
+            recorder.rounds_rows = pd.read_parquet(rounds).iloc[: saved["rounds"]].to_dict("records")
+            _write_parquet(pd.DataFrame(recorder.rounds_rows), rounds)
+        else:
+            rounds.unlink(missing_ok=True)
+        clients = recorder.dir / "clients.parquet"
+        if clients.exists() and saved["emulator"] is not None:
+            table = pq.read_table(clients).slice(0, saved["sessions"])
+            tmp = clients.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            tmp.replace(clients)
+            recorder._head, recorder._rows_written = table.slice(0, 0).to_pandas(), table.num_rows
+        else:
+            clients.unlink(missing_ok=True)
+        return recorder, saved["emulator"]
+
+    def checkpoint(self, state: dict) -> None:
+        """Save the emulator's state with the rows it covers, clients.parquet flushed first."""
+        self.flush()
+        checkpoint.save(self.dir / CHECKPOINT, {"emulator": state, "rounds": len(self.rounds_rows),
+                                                "sessions": self._rows_written})
 
     def round(self, row: dict) -> None:
         self.rounds_rows.append(row)
@@ -90,6 +131,7 @@ class RunRecorder:
         _write_parquet(pd.DataFrame(self.rounds_rows), self.dir / "rounds.parquet")
         self.flush()
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        (self.dir / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing to resume
 
 
 def _schema(head: pd.DataFrame, frames: list[pd.DataFrame], dtypes: dict, written: pa.Schema | None) -> pa.Schema:

@@ -1,6 +1,7 @@
 """The `fedfleet` command.
 
     fedfleet run SCENARIO.yaml [--out DIR] [--seed N] [--workers N] [--address ADDR] [--set a.b=v ...] [--smoke]
+    fedfleet run --resume RUN_DIR [--workers N] [--address ADDR]
     fedfleet compare RUN_DIR RUN_DIR... [--out PAGE.html] [--target LOSS]
     fedfleet sweep SCENARIO.yaml --set a.b=v1,v2,... [--set ...] [--fix a.b=v ...] [--out DIR] [--address ADDR]
     fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from scenarios.loader import ScenarioError, load_scenario
+from scenarios.loader import ScenarioError, load_run_scenario, load_scenario
 from scenarios.smoke import smoke_overrides
 
 
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a scenario and write its run folder")
-    run.add_argument("scenario", help="a scenario YAML file, or the name of a built-in one (quickstart)")
+    run.add_argument("scenario", nargs="?", help="a scenario YAML file, or the name of a built-in one (quickstart)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="go on with a stopped run from its last checkpoint, in its own folder; the results equal "
+                     "those of a run that never stopped (only --workers, --address and --quiet may be given)")
     run.add_argument("--out", type=Path, help="run folder to create (default: output.dir/NAME-seedN-TIME)")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--workers", type=int, help="override runtime.workers (Ray actors that train)")
@@ -76,17 +80,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    overrides = list(args.set)
-    for field, value in (("seed", args.seed), ("runtime.workers", args.workers), ("runtime.address", args.address)):
-        if value is not None:
-            overrides.append(f"{field}={value}")
-    scenario = load_scenario(args.scenario, overrides)
-    if args.smoke:
-        scenario = load_scenario(args.scenario, overrides + smoke_overrides(scenario))
+    runtime = [f"{field}={value}" for field, value in (("runtime.workers", args.workers),
+                                                       ("runtime.address", args.address)) if value is not None]
+    if args.resume is not None:
+        given = [flag for flag, value in (("SCENARIO", args.scenario), ("--out", args.out), ("--seed", args.seed),
+                                          ("--set", args.set), ("--smoke", args.smoke)) if value]
+        if given:
+            raise ScenarioError(f"--resume: the run folder holds the scenario; {', '.join(given)} cannot change it")
+        scenario = load_run_scenario(args.resume, runtime)
+    else:
+        if args.scenario is None:
+            raise ScenarioError("run: give a SCENARIO, or --resume RUN_DIR")
+        overrides = list(args.set) + runtime + ([f"seed={args.seed}"] if args.seed is not None else [])
+        scenario = load_scenario(args.scenario, overrides)
+        if args.smoke:
+            scenario = load_scenario(args.scenario, overrides + smoke_overrides(scenario))
     # Imported here so that a bad scenario is reported in a second, before torch and Ray load.
     from scenarios.runner import RunOptions, run_scenario
 
-    run_dir = run_scenario(scenario, RunOptions(out=args.out, progress=not args.quiet))
+    run_dir = run_scenario(scenario, RunOptions(out=args.out, resume=args.resume, progress=not args.quiet))
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.html'}")
     return 0

@@ -56,6 +56,20 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
     return scenario
 
 
+def load_run_scenario(run_dir: Path, overrides: list[str] = ()) -> Scenario:
+    """The scenario a run folder was written by (its scenario.resolved.yaml), for going on with it."""
+    path = Path(run_dir) / "scenario.resolved.yaml"
+    if not path.is_file():
+        raise ScenarioError(f"--resume: {run_dir} is not a run folder (it has no scenario.resolved.yaml)")
+    if (Path(run_dir) / "summary.json").exists():
+        raise ScenarioError(f"--resume: the run in {run_dir} is complete (it has its summary.json)")
+    tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    tree.pop("git_sha", None)
+    for item in overrides:
+        apply_override(tree, item)
+    return parse_scenario(tree, source=str(path))
+
+
 def parse_scenario(tree: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(tree)

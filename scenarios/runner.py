@@ -73,6 +73,7 @@ class RunOptions:
     """How to run, not what: never part of the scenario's identity."""
 
     out: Path | None = None
+    resume: Path | None = None  # the folder of a stopped run, to go on from its last checkpoint
     progress: bool = True
     on_round: Callable[[dict], None] | None = None  # called with each rounds.parquet row as it is written
 
@@ -192,6 +193,12 @@ class DetectionProbe:
         self.sites = list(range(len(self.devices)))
         self.base: np.ndarray | None = None  # per-site AUROC of the first version
         self.last: tuple[np.ndarray, np.ndarray] | None = None  # of the last: own adapter, global adapter
+
+    def state_dict(self) -> dict:
+        return {"base": self.base, "last": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base, self.last = state["base"], None if state["last"] is None else tuple(state["last"])
 
     def __call__(self, adapter_ref, base_ref) -> Callable[[], dict]:
         keeps = self.clients.keeps_personal
@@ -377,13 +384,16 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
                          attack.attackers(scenario.seed, len(fleet)),
                          None if compression.name == "none" else ErrorFeedback(codec))
 
-    run_dir = new_run_dir(scenario, options)
-    recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
+    if options.resume is None:
+        run_dir = new_run_dir(scenario, options)
+        recorder, saved = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()}), None
+    else:
+        run_dir = options.resume
+        recorder, saved = RunRecorder.reopen(run_dir)
     r, rt = scenario.run, scenario.runtime
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(
-            tqdm(total=r.rounds + 1, desc=scenario.name, unit="round", disable=not options.progress)
-        )
+        bar = stack.enter_context(tqdm(total=r.rounds + 1, initial=len(recorder.rounds_rows), desc=scenario.name,
+                                       unit="round", disable=not options.progress))
         pool = probe = detection = None
         if training:
             stack.enter_context(ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard,
@@ -421,6 +431,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             ranks=ranks,
             probes=(probe,) if probe else (),
             on_progress=progress,
+            checkpoint_every=r.checkpoint_every,
+            resume=saved,
         ).run()
         if probe is not None:  # each site alone, from the initial adapter and from its own final one
             steps = scenario.data.cellsite.local_sessions * t.local_steps

@@ -363,6 +363,10 @@ class RunSection(Section):
     deadline_s: float = Field(60.0, gt=0, description="a round closes at this simulated time after it opens")
     min_reports: int = Field(1, ge=1, description="fewer reports than this by the deadline abandon the round")
     eval_every: int = Field(1, ge=1, description="measure held-out loss every this many server versions")
+    checkpoint_every: int = Field(
+        5, ge=0, description="write a checkpoint every this many rounds (0: never); `fedfleet run --resume RUN_DIR` "
+        "goes on from the last one",
+    )
     reject_norm_factor: float | None = Field(
         DEFAULT_NORM_FACTOR, gt=1,
         description="an update whose L2 norm is above this multiple of the median norm of the updates aggregated "
