@@ -283,17 +283,33 @@ class WorkerPool:
 
     def _replace(self, job: _Job) -> None:
         """Replace the dead worker that had `job`, unless another of its jobs already did."""
-        i = job.actor
-        if self._generation[i] != job.generation:
-            return
+        if self._generation[job.actor] == job.generation:
+            self._renew(job.actor)
+            self._ready(job.actor)  # loads its model before jobs queue on it
+
+    def _renew(self, i: int) -> None:
         ray.kill(self._actors[i])
         self._actors[i], self._pending[i] = self._new_actor(), []
         self._generation[i] += 1
-        ray.get(self._actors[i].__ray_ready__.remote())  # loads its model before jobs queue on it
+
+    def _ready(self, i: int) -> None:
+        """Wait until worker i has loaded its model. One whose process dies while it starts (killed, out of
+        memory) is started again, up to MAX_ATTEMPTS times; one whose start-up code failed is not."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                ray.get(self._actors[i].__ray_ready__.remote())
+                return
+            except ray.exceptions.RayActorError as err:
+                if getattr(err, "actor_init_failed", False) or attempt == MAX_ATTEMPTS:
+                    raise
+                log.warning("a worker died while starting (%s); starting another (attempt %d of %d)",
+                            type(err).__name__, attempt + 1, MAX_ATTEMPTS)
+                self._renew(i)
 
     def wait_ready(self) -> None:
         """Block until every actor has loaded its model (so start-up is not billed to the first round)."""
-        ray.get([a.__ray_ready__.remote() for a in self._actors])
+        for i in range(len(self._actors)):
+            self._ready(i)
 
     def faults(self) -> WorkerFaults:
         """The worker faults met so far."""

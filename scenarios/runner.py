@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -390,6 +391,10 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     else:
         run_dir = options.resume
         recorder, saved = RunRecorder.reopen(run_dir)
+        if options.progress:
+            print(f"{run_dir}: " + ("no checkpoint yet, starting again" if saved is None else
+                                    f"{len(recorder.rounds_rows)} rows kept; replaying the clock to the checkpoint"),
+                  file=sys.stderr)
     r, rt = scenario.run, scenario.runtime
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=r.rounds + 1, initial=len(recorder.rounds_rows), desc=scenario.name,

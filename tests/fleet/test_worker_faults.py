@@ -90,12 +90,46 @@ def records(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return tuple(f.drop(columns=[c for c in f.columns if c.startswith("wall")]) for f in frames)
 
 
-def small_pool(workers: int) -> WorkerPool:
+def small_pool(workers: int, pool: type[WorkerPool] = WorkerPool) -> WorkerPool:
     rng = np.random.default_rng(0)
     texts = PackedTokens.pack([rng.integers(0, 200, 300) for _ in range(3)])
     lora = LoraSpec(r=4, alpha=8.0, dropout=0.1, target_modules=("q_proj", "v_proj"))
     settings = TrainSettings(seed=0, batch_size=4, seq_len=32, lr=1e-2, weight_decay=0.0)
-    return WorkerPool(workers, 1, "builtin", lora, settings, texts, texts, torch.zeros(2, 33, dtype=torch.int64))
+    return pool(workers, 1, "builtin", lora, settings, texts, texts, torch.zeros(2, 33, dtype=torch.int64))
+
+
+@ray.remote(num_cpus=1)
+class StuckStart:
+    """A worker whose start-up never ends (as if loading its model hung): it writes its process id and waits."""
+
+    def __init__(self, marker_path: str):
+        Path(marker_path).write_text(str(os.getpid()))
+        time.sleep(STALL_S)
+
+
+def test_a_worker_killed_while_starting_is_started_again(tmp_path, ray_local):
+    marker, killed = tmp_path / "starting.pid", []
+
+    class FirstStartStuck(WorkerPool):
+        stuck = False
+
+        def _new_actor(self):
+            if FirstStartStuck.stuck:
+                return super()._new_actor()
+            FirstStartStuck.stuck = True
+            return StuckStart.remote(str(marker))
+
+    job = TrainJob(client=3, data_client=0, round=1, base_version=0, steps=2)
+    watcher = kill_when_stalled(marker, killed)
+    with small_pool(1, FirstStartStuck) as pool:
+        pool.wait_ready()
+        watcher.join(timeout=1)
+        assert len(killed) == 1 and pool.faults() == WorkerFaults(jobs_retried=0, workers_replaced=1)
+        start = torch.from_numpy(np.random.default_rng(1).normal(0, 0.02, pool_adapter_size(pool))).float()
+        started_again = pool.get([pool.train(job, pool.put(start), None)])[0]
+    with small_pool(1) as pool:
+        expected = pool.get([pool.train(job, pool.put(start), None)])[0]
+    assert torch.equal(started_again.delta, expected.delta) and expected.delta.abs().sum() > 0
 
 
 def test_a_job_whose_worker_is_killed_gives_the_same_result(tmp_path, ray_local):
