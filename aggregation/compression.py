@@ -23,7 +23,8 @@ so the sum of what a client sent over its sessions equals the sum of its true de
 e_k, which stays bounded. `ErrorFeedback` holds e_k per client (in the emulator, on the server's side of
 the wire, standing in for each device's memory) in a `RowStore`, in float32: e_k is the small difference
 between two float32 vectors, and rounding it to 16 bits would change what later uploads send, so the
-store bounds its memory by the clients that have sent (4 n bytes each) instead of by precision.
+store bounds its memory by the clients that have sent (4 n bytes each) instead of by precision. Given a
+directory, the store keeps its blocks in files there, out of the driver's memory.
 
 Client duties: compress the delta with the configured codec (with error feedback, keep e_k across
 sessions). Pure: numpy and torch only.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -171,9 +173,9 @@ class Quantize(Codec):
 class ErrorFeedback:
     """Per-client residuals e_k: compress(client, Delta) sends C(Delta + e_k) and keeps the rest."""
 
-    def __init__(self, codec: Codec):
+    def __init__(self, codec: Codec, directory: Path | None = None):
         self.codec = codec
-        self.residual = RowStore(torch.float32)
+        self.residual = RowStore(torch.float32, directory=directory)
 
     def compress(self, client: int, delta: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(the decoded upload the server aggregates, payload bytes)."""

@@ -8,10 +8,15 @@ holds at most one partly used block beyond the rows in use. The store only ever 
 have put a row: memory is bounded by the clients that took part, never by the fleet or the rounds.
 
 Values are stored in `dtype` (a client's row is converted on `put`, with torch's round-to-nearest) and
-come back as float32 copies. Pure: numpy and torch only.
+come back as float32 copies. Given a `directory`, each block is a file there mapped into memory
+(`block_000000.bin`, ...): the operating system keeps the pages in use and writes the rest out, so the
+driver's own memory stays bounded even when most of a large fleet holds a row. Pure: numpy, torch and the
+standard library only.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,10 +27,13 @@ NO_ROW = -1
 class RowStore:
     """Vectors of one shape, keyed by non-negative client id; the shape is fixed by the first `put`."""
 
-    def __init__(self, dtype: torch.dtype = torch.float32, block_rows: int = 1024):
+    def __init__(self, dtype: torch.dtype = torch.float32, block_rows: int = 1024, directory: Path | None = None):
         if block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
         self.dtype, self.block_rows = dtype, block_rows
+        self.directory = None if directory is None else Path(directory)
+        if self.directory is not None:
+            _numpy_dtype(dtype)  # refuse a dtype numpy cannot map before any row is put
         self.shape: tuple[int, ...] | None = None
         self._width = 0
         self._row_of = np.full(0, NO_ROW, dtype=np.int32)  # client id -> row, NO_ROW where it has none
@@ -65,11 +73,14 @@ class RowStore:
         return np.flatnonzero(self._row_of != NO_ROW)
 
     def export(self) -> dict[str, torch.Tensor]:
-        """The store as named tensors (its index, row shape and blocks, not copied): what a checkpoint
-        saves. `load` of the same dict rebuilds it."""
+        """The store as named tensors (its index, row shape and the used rows of its blocks, not copied): what
+        a checkpoint saves. `load` of the same dict rebuilds it."""
         out = {"index": torch.from_numpy(self._row_of), "rows": torch.tensor(self._rows),
+               "rows_per_block": torch.tensor(self.block_rows),
                "shape": torch.tensor(self.shape if self.shape is not None else [-1], dtype=torch.int64)}
-        return out | {f"block{i}": block for i, block in enumerate(self._blocks)}
+        for i, block in enumerate(self._blocks):  # the last block only as far as it is used
+            out[f"block{i}"] = block[: min(self.block_rows, self._rows - i * self.block_rows)]
+        return out
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         """Replace the contents with what `export` gave."""
@@ -77,15 +88,17 @@ class RowStore:
         self.shape = None if shape == (-1,) else shape
         self._width = 0 if self.shape is None else int(np.prod(self.shape))
         self._row_of = tensors["index"].numpy().astype(np.int32, copy=True)
-        self._rows = int(tensors["rows"])
+        self._rows, self.block_rows = int(tensors["rows"]), int(tensors["rows_per_block"])
         blocks = [tensors[f"block{i}"] for i in range(sum(k.startswith("block") for k in tensors))]
-        if blocks:
-            self.block_rows = blocks[0].shape[0]
-        self._blocks = [b.to(self.dtype, copy=True) for b in blocks]
+        self._remove_files()
+        self._blocks = []
+        for block in blocks:
+            self._blocks.append(self._new_block())
+            self._blocks[-1][: len(block)].copy_(block)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the blocks and the index."""
+        """Bytes held: the blocks (in RAM, or in files where the store has a directory) and the index."""
         return sum(b.numel() * b.element_size() for b in self._blocks) + self._row_of.nbytes
 
     def _row(self, client: int) -> int:
@@ -100,7 +113,30 @@ class RowStore:
             grown[: len(self._row_of)] = self._row_of
             self._row_of = grown
         if self._rows == len(self._blocks) * self.block_rows:
-            self._blocks.append(torch.zeros((self.block_rows, self._width), dtype=self.dtype))
+            self._blocks.append(self._new_block())
         row, self._rows = self._rows, self._rows + 1
         self._row_of[client] = row
         return row
+
+    def _new_block(self) -> torch.Tensor:
+        """Zeros of (block_rows, width): in RAM, or mapped from the next block's file."""
+        shape = (self.block_rows, self._width)
+        if self.directory is None or self._width == 0:  # numpy cannot map an empty file; nothing to hold
+            return torch.zeros(shape, dtype=self.dtype)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"block_{len(self._blocks):06d}.bin"
+        return torch.from_numpy(np.memmap(path, dtype=_numpy_dtype(self.dtype), mode="w+", shape=shape))
+
+    def _remove_files(self) -> None:
+        # The tensors being loaded may map these very files (a store loading its own export): unlinking
+        # keeps their pages readable, where reopening a file for writing would truncate it under them.
+        if self.directory is not None and self.directory.exists():
+            for path in self.directory.glob("block_*.bin"):
+                path.unlink()
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError as err:  # bfloat16 has no numpy type
+        raise ValueError(f"a store with a directory needs a dtype numpy has, not {dtype}") from err

@@ -1,14 +1,16 @@
 """How much memory does the driver itself need for a large fleet? The emulator runs a fleet of 100,000
 devices for 100 synchronous rounds under FedSA-LoRA (each device keeps its LoRA B as a personal part) with
 8-bit quantised uploads and error feedback (a residual per device), recording to a run folder as a real run
-does. Training is replaced by a host that returns seeded random deltas of the real adapter's size at once,
-so only the driver's own state grows: the fleet table, personal parts, residuals, records.
+does, with the per-device state in files under it. Training is replaced by a host that returns seeded random
+deltas of the real adapter's size at once, so only the driver's own state grows: the fleet table, personal
+parts, residuals, records.
 
-Prints, after rounds 10, 50 and 100: the resident memory (RSS) and its peak against the baseline measured
-after the fleet and the emulator were built, the devices holding a personal part and a residual, and the
-bytes per device each store takes. The default cohort (100 updates a round, about 10,000 devices
-holding state after 100 rounds) keeps the run to a few minutes and within a small machine's memory; the
-per-device figures scale the state to any share of the fleet.
+Prints, after rounds 10, 50 and 100: the resident memory (RSS), split into anonymous memory (the process's
+own) and file pages (the state files mapped in, which the kernel may drop and read back), the peak RSS, each
+against the baseline measured after the fleet and the emulator were built; the devices holding a personal
+part and a residual, the bytes per device each store takes, and the state's bytes on disk. The default cohort
+(100 updates a round, about 10,000 devices holding state after 100 rounds) keeps the run to a few minutes; a
+cohort of 1,000 leaves state with about 63% of the fleet.
 
     python benchmarks/driver_memory.py [--devices 100000] [--rounds 100] [--cohort 100]
 """
@@ -16,7 +18,6 @@ per-device figures scale the state to any share of the fleet.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -65,14 +66,20 @@ class InstantHost:
         return list(handles)
 
 
-def rss_mb() -> float:
-    """Resident memory now, from /proc (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def memory_mb() -> dict[str, float]:
+    """VmRSS, RssAnon, RssFile and VmHWM (the peak RSS) now, in MB, from /proc (Linux)."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                fields[name] = int(value.split()[0]) / 2**10  # kB
+    return fields
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # kB on Linux
+def disk_mb(directory: Path) -> float:
+    """Bytes the files under `directory` take on disk: blocks are sparse until their rows are written."""
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file()) / 2**20
 
 
 def main() -> None:
@@ -87,7 +94,7 @@ def main() -> None:
         f"run.clients_per_round={args.cohort}", "run.deadline_s=600", "run.eval_every=10", "network.cells=100",
         "strategy.name=fedsa_lora", "strategy.compression.name=q8", "output.report=false",
     ])
-    start_rss = rss_mb()
+    start = memory_mb()
     strategy = build_scenario_strategy(scenario)
     lora = lora_spec(scenario)
     model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
@@ -98,19 +105,22 @@ def main() -> None:
     ranks = device_ranks(scenario, arch, fleet)
     strategy.setup(StrategyContext(layout, population=len(fleet), cohort=args.cohort, seed=scenario.seed))
     codec = build_codec("q8")
-    clients = ClientSide(layout, strategy, adapter, scenario.seed, Attack(), np.zeros(len(fleet), bool),
-                         ErrorFeedback(codec))
-    marks: dict[int, tuple[float, float, int, int, int, int, float]] = {}
+    marks: dict[int, tuple] = {}
     wall_start = time.perf_counter()
 
-    def progress(row: dict) -> None:
-        if row["round"] in REPORT_AT:
-            marks[row["round"]] = (rss_mb(), peak_rss_mb(), len(clients.personal), clients.personal.nbytes,
-                                   len(clients.codec.residual), clients.codec.residual.nbytes,
-                                   time.perf_counter() - wall_start)
-
     with tempfile.TemporaryDirectory() as tmp:
-        recorder = RunRecorder(Path(tmp) / "run", {"name": scenario.name})
+        run_dir = Path(tmp) / "run"
+        state = run_dir / "state"  # where the runner puts it
+        clients = ClientSide(layout, strategy, adapter, scenario.seed, Attack(), np.zeros(len(fleet), bool),
+                             ErrorFeedback(codec, state / "residual"), state)
+
+        def progress(row: dict) -> None:
+            if row["round"] in REPORT_AT:
+                marks[row["round"]] = (memory_mb(), len(clients.personal), clients.personal.nbytes,
+                                       len(clients.codec.residual), clients.codec.residual.nbytes, disk_mb(state),
+                                       time.perf_counter() - wall_start)
+
+        recorder = RunRecorder(run_dir, {"name": scenario.name})
         emulator = Emulator(
             seed=scenario.seed, fleet=fleet, num_samples=np.full(DATA_CLIENTS, 100), rules=round_rules(scenario),
             radio=radio(scenario), cost=session_cost(scenario, arch, layout, strategy, ranks, codec),
@@ -118,7 +128,7 @@ def main() -> None:
             adapter=adapter.clone(), strategy=strategy, clients=clients, host=InstantHost(layout.size),
             sink=recorder, ranks=ranks, on_progress=progress,
         )
-        baseline = rss_mb()
+        base = memory_mb()
         emulator.run()
         recorder.close({})
         sessions = len(recorder.sessions_frame(["device"]))
@@ -127,13 +137,16 @@ def main() -> None:
     print(f"fleet: {len(fleet):,} devices, {int((ranks > 0).sum()):,} can train; {args.rounds} rounds of "
           f"{args.cohort} updates; {sessions:,} sessions; wall {time.perf_counter() - wall_start:.0f} s")
     print(f"adapter: {layout.size:,} values; personal (LoRA B) {personal_values:,} as float16, "
-          f"residual of the shared part {shared:,} as float32")
-    print(f"RSS before building: {start_rss:.0f} MB; baseline after fleet and emulator: {baseline:.0f} MB")
-    print(f"{'round':>5} {'RSS MB':>8} {'peak MB':>8} {'over base':>9} {'personal':>9} {'B/device':>9} "
-          f"{'residual':>9} {'B/device':>9} {'wall s':>7}")
-    for rnd, (rss, peak, n_p, b_p, n_r, b_r, wall) in sorted(marks.items()):
-        print(f"{rnd:>5} {rss:>8.0f} {peak:>8.0f} {peak - baseline:>9.0f} {n_p:>9,} {b_p / max(n_p, 1):>9.0f} "
-              f"{n_r:>9,} {b_r / max(n_r, 1):>9.0f} {wall:>7.0f}")
+          f"residual of the shared part {shared:,} as float32; both in files")
+    print(f"RSS before building: {start['VmRSS']:.0f} MB; baseline after fleet and emulator: RSS "
+          f"{base['VmRSS']:.0f} MB, anonymous {base['RssAnon']:.0f} MB, file {base['RssFile']:.0f} MB")
+    print(f"{'round':>5} {'RSS MB':>7} {'anon MB':>8} {'file MB':>8} {'peak MB':>8} {'anon+':>6} {'peak+':>6} "
+          f"{'personal':>9} {'B/device':>9} {'residual':>9} {'B/device':>9} {'disk MB':>8} {'wall s':>7}")
+    for rnd, (mem, n_p, b_p, n_r, b_r, disk, wall) in sorted(marks.items()):
+        print(f"{rnd:>5} {mem['VmRSS']:>7.0f} {mem['RssAnon']:>8.0f} {mem['RssFile']:>8.0f} {mem['VmHWM']:>8.0f} "
+              f"{mem['RssAnon'] - base['RssAnon']:>6.0f} {mem['VmHWM'] - base['VmRSS']:>6.0f} "
+              f"{n_p:>9,} {b_p / max(n_p, 1):>9.0f} {n_r:>9,} {b_r / max(n_r, 1):>9.0f} {disk:>8.0f} {wall:>7.0f}")
+    print("anon+: anonymous memory over the baseline's; peak+: peak RSS over the baseline RSS")
     print(f"values alone: personal {2 * personal_values} B/device, residual {4 * shared} B/device")
 
 

@@ -8,6 +8,8 @@ decodes it, and the bytes of the real payload are recorded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -21,7 +23,7 @@ from fleet.trainer import TrainResult
 
 class ClientSide:
     def __init__(self, layout: AdapterLayout, strategy: Strategy, initial_adapter: torch.Tensor, seed: int,
-                 attack: Attack, attackers: np.ndarray, codec=None):
+                 attack: Attack, attackers: np.ndarray, codec=None, state_dir: Path | None = None):
         self.layout = layout
         self.shared, self.personal_mask, _ = strategy.groups.masks(layout)
         self.seed, self.attack, self.attackers, self.codec = seed, attack, attackers, codec
@@ -29,8 +31,9 @@ class ClientSide:
         self._keeps_personal = bool(self.personal_mask.any())  # asked once per session: computed once
         self._plain_bytes = 4 * int(self.shared.sum())  # float32 upload of the shared entries
         # Personal entries of each device that has trained, stored as float16: 2 bytes a value, since a
-        # fleet may hold many of them; only devices that trained have a row.
-        self.personal = RowStore(torch.float16)
+        # fleet may hold many of them; only devices that trained have a row. With a state_dir they live in
+        # files there, so a large fleet's parts do not stay in the driver's memory.
+        self.personal = RowStore(torch.float16, directory=None if state_dir is None else Path(state_dir) / "personal")
 
     def state_dict(self) -> dict:
         """What devices keep between sessions: personal parts, and error-feedback residuals."""

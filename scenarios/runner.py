@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -381,10 +382,6 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     codec = build_codec(compression.name, **({"fraction": compression.fraction} if compression.name == "topk" else {}))
     cost = session_cost(scenario, arch, layout, strategy, ranks, codec)
     attack = Attack(**scenario.fleet.attack.model_dump())
-    clients = ClientSide(layout, strategy, adapter, scenario.seed, attack,
-                         attack.attackers(scenario.seed, len(fleet)),
-                         None if compression.name == "none" else ErrorFeedback(codec))
-
     if options.resume is None:
         run_dir = new_run_dir(scenario, options)
         recorder, saved = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()}), None
@@ -395,8 +392,14 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
             print(f"{run_dir}: " + ("no checkpoint yet, starting again" if saved is None else
                                     f"{len(recorder.rounds_rows)} rows kept; replaying the clock to the checkpoint"),
                   file=sys.stderr)
+    state = run_dir / "state"  # per-device vectors in files, not in the driver's memory; removed at the end
+    clients = ClientSide(layout, strategy, adapter, scenario.seed, attack,
+                         attack.attackers(scenario.seed, len(fleet)),
+                         None if compression.name == "none" else ErrorFeedback(codec, state / "residual"), state)
+
     r, rt = scenario.run, scenario.runtime
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, state, ignore_errors=True)
         bar = stack.enter_context(tqdm(total=r.rounds + 1, initial=len(recorder.rounds_rows), desc=scenario.name,
                                        unit="round", disable=not options.progress))
         pool = probe = detection = None

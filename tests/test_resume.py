@@ -19,7 +19,8 @@ ROUNDS = 5
 def overrides(data: Path, *extra: str) -> list[str]:
     items = ["fleet.size=60", f"run.rounds={ROUNDS}", "run.clients_per_round=4", "run.deadline_s=600",
              "run.checkpoint_every=2", "training.local_steps=2", "training.batch_size=4", "data.eval_windows=16",
-             "data.source=jsonl", f"data.path={data}", "output.report=false", "runtime.workers=1", *extra]
+             "data.source=jsonl", f"data.path={data}", "output.report=false", "runtime.workers=1",
+             "strategy.name=fedsa_lora", "strategy.compression.name=q8", *extra]
     return [arg for item in items for arg in ("--set", item)]
 
 
@@ -69,6 +70,8 @@ def whole(tmp_path_factory, tiny_jsonl) -> Path:
 
 
 def test_killed_after_a_checkpoint_and_resumed(whole, tmp_path, tiny_jsonl):
+    """FedSA-LoRA with 8-bit uploads: personal parts and error-feedback residuals in the run's state files,
+    which the kill leaves behind half written."""
     out = tmp_path / "run"
     run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl))
     # Killed with rows recorded beyond the checkpoint (round 2), which the resumed run must cut back.

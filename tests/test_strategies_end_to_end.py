@@ -70,3 +70,14 @@ def test_asynchronous_runs_are_the_same_on_one_and_two_workers(tmp_path, ray_loc
     pd.testing.assert_frame_equal(frames[0][0], frames[1][0])
     assert frames[0][0]["eval_loss"].isna().tolist() == [False, True, False, False]  # versions 0, 2, 3
     pd.testing.assert_frame_equal(frames[0][1], frames[1][1])
+
+
+def test_per_device_state_lives_in_the_run_folder_while_it_runs(tmp_path, ray_local):
+    # Personal parts and residuals are kept in files under the run folder during the run, not in the
+    # driver's memory, and removed once it ends: they are no result.
+    scenario = load_scenario("quickstart", TINY + ["strategy.name=fedsa_lora", "strategy.compression.name=q8"])
+    out, seen = tmp_path / "run", []
+    on_round = lambda row: seen.append(sorted(p.parent.name for p in (out / "state").rglob("block_*.bin")))  # noqa: E731
+    run = run_scenario(scenario, RunOptions(out=out, progress=False, on_round=on_round))
+    assert seen[-1] == ["personal", "residual"]
+    assert not (run / "state").exists() and (run / "rounds.parquet").exists()

@@ -152,3 +152,14 @@ def test_error_feedback_matches_a_dict_of_float32_residuals(codec):
     for client, e in residual.items():
         assert torch.equal(ef.residual[client], e)
     assert len(ef.residual) == len(residual)
+
+
+def test_error_feedback_with_residuals_in_files_sends_the_same(tmp_path):
+    g = torch.Generator().manual_seed(8)
+    ram, files = ErrorFeedback(Quantize(4, chunk=16)), ErrorFeedback(Quantize(4, chunk=16), tmp_path / "residual")
+    for _ in range(40):
+        client, delta = int(torch.randint(0, 5, (1,), generator=g)), torch.randn(50, generator=g)
+        (a, bytes_a), (b, bytes_b) = ram.compress(client, delta), files.compress(client, delta)
+        assert torch.equal(a, b) and bytes_a == bytes_b
+    assert all(torch.equal(ram.residual[c], files.residual[c]) for c in ram.residual.clients().tolist())
+    assert [p.name for p in (tmp_path / "residual").iterdir()] == ["block_000000.bin"]

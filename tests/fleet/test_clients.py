@@ -91,3 +91,24 @@ def test_personal_parts_match_float16_tensors_kept_per_device():
         assert torch.equal(side.personal_part(device), expected)
         assert torch.equal(side.start(device, torch.zeros(P))[B], expected)
     assert len(side.personal) == len(kept)
+
+
+def test_state_in_files_gives_the_same_updates(tmp_path):
+    # Personal parts and residuals kept in files under state_dir: every update and every stored part is what
+    # the same sessions give with both in RAM.
+    def side(state_dir=None):
+        strategy = build_strategy("fedsa_lora")
+        strategy.setup(StrategyContext(LAYOUT))
+        residual_dir = None if state_dir is None else state_dir / "residual"
+        return ClientSide(LAYOUT, strategy, torch.arange(P, dtype=torch.float32), 0, Attack(), np.zeros(10, bool),
+                          ErrorFeedback(build_codec("q4"), residual_dir), state_dir)
+
+    ram, files, g = side(), side(tmp_path / "state"), torch.Generator().manual_seed(6)
+    for rnd in range(1, 30):
+        job = result(int(torch.randint(0, 10, (1,), generator=g)), torch.randn(P, generator=g), rnd)
+        (a, bytes_a), (b, bytes_b) = ram.send(job, ClientConfig(), 50), files.send(job, ClientConfig(), 50)
+        assert torch.equal(a.delta, b.delta) and bytes_a == bytes_b
+    for device in range(10):
+        assert torch.equal(files.personal_part(device), ram.personal_part(device))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.bin")) == [
+        "state/personal/block_000000.bin", "state/residual/block_000000.bin"]
