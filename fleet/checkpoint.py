@@ -37,12 +37,37 @@ def save(path: Path, tree: dict) -> None:
 
 
 def load(path: Path) -> dict:
+    """The tree saved at `path`. Its tensors are views of the file mapped into memory, so that a large
+    per-device state is copied into its stores page by page, never whole into the driver's memory."""
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return _unflatten(json.loads(meta["tree"]), tensors)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
+    return _unflatten(json.loads(meta["tree"]), _mapped_tensors(path))
+
+
+def _mapped_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors' layout: an 8-byte little-endian header length, a JSON header of dtype, shape and byte
+    range per tensor, then the data."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    out = {}
+    for key, entry in header.items():
+        start, end = entry["data_offsets"]
+        dtype = np.dtype(_DTYPES[entry["dtype"]])
+        if end == start:
+            out[key] = torch.from_numpy(np.zeros(entry["shape"], dtype))
+            continue
+        # Copy-on-write: a tensor changed in place changes this process's copy of the page, never the file.
+        out[key] = torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", offset=8 + size + start,
+                                              shape=tuple(entry["shape"])))
+    return out
+
+
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+           "U8": "u1", "BOOL": "?"}
 
 
 def _flatten(node: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str]) -> Any:
