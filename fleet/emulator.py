@@ -341,8 +341,7 @@ class Emulator:
         log = SessionLog(d, cohort.key, cohort.version, self.env.now)
         self._at_work[d] = cohort
         log.charge_start = self._battery_level(d)
-        if np.isfinite(plan["hazard_s"]):
-            self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
+        hazard = self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
         fleet, radio = self.fleet, self.radio
         cls = fleet.classes[fleet.cls[d]]
         config = self.strategy.configure(d, cohort.version)
@@ -371,6 +370,7 @@ class Emulator:
             log.outcome = drop.reason
         except simpy.Interrupt as stop:
             log.outcome = stop.cause
+        hazard.clear()  # its timer may lie in the queue for hours more: let it hold nothing
         log.t_end = self.env.now
         log.charge_end = self._battery_level(d)
         del self._at_work[d]
@@ -397,15 +397,19 @@ class Emulator:
         values = self._replayed_download if replayed else self.strategy.download_values()
         return int(self.bytes_down[d] * values / self.clients.layout.size)
 
-    def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> None:
+    def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> list:
         """The sampled instant at which the device leaves; it only matters while the device still has work
-        to do (once its update is on the backhaul, leaving changes nothing)."""
+        to do (once its update is on the backhaul, leaving changes nothing). Returns what the timer holds, for
+        the session to clear when it ends."""
+        armed = [session, log]
 
         def strike(_) -> None:
-            if session.is_alive and log.phase in ("download", "train", "upload"):
-                session.interrupt(reason)
+            if armed and armed[0].is_alive and armed[1].phase in ("download", "train", "upload"):
+                armed[0].interrupt(reason)
 
-        self.env.timeout(after_s).callbacks.append(strike)
+        if np.isfinite(after_s):
+            self.env.timeout(after_s).callbacks.append(strike)
+        return armed
 
     def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, power_at):
         """Send over a shared link; the device draws radio power for the rate it had when it started."""
