@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 FORMAT = "fedfleet-checkpoint-1"
@@ -26,7 +25,7 @@ FORMAT = "fedfleet-checkpoint-1"
 
 def save(path: Path, tree: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten(tree, tensors, {})
+    skeleton = _flatten(tree, tensors, {}, set())
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: t.contiguous() for k, t in tensors.items()}, tmp,
               metadata={"format": FORMAT, "tree": json.dumps(skeleton)})
@@ -39,20 +38,19 @@ def save(path: Path, tree: dict) -> None:
 def load(path: Path) -> dict:
     """The tree saved at `path`. Its tensors are views of the file mapped into memory, so that a large
     per-device state is copied into its stores page by page, never whole into the driver's memory."""
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
+    meta, tensors = _mapped_tensors(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
-    return _unflatten(json.loads(meta["tree"]), _mapped_tensors(path))
+    return _unflatten(json.loads(meta["tree"]), tensors)
 
 
-def _mapped_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """safetensors' layout: an 8-byte little-endian header length, a JSON header of dtype, shape and byte
-    range per tensor, then the data."""
+def _mapped_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file, laid out as an 8-byte little-endian header length, a JSON
+    header of dtype, shape and byte range per tensor (and the metadata), then the data."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", None) or {}
     out = {}
     for key, entry in header.items():
         start, end = entry["data_offsets"]
@@ -63,31 +61,30 @@ def _mapped_tensors(path: Path) -> dict[str, torch.Tensor]:
         # Copy-on-write: a tensor changed in place changes this process's copy of the page, never the file.
         out[key] = torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", offset=8 + size + start,
                                               shape=tuple(entry["shape"])))
-    return out
+    return meta, out
 
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
            "U8": "u1", "BOOL": "?"}
 
 
-def _flatten(node: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str]) -> Any:
+def _flatten(node: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str], storages: set[int]) -> Any:
     """The JSON skeleton of `node`; its tensors and arrays are added to `tensors` under fresh keys. A tensor
     met twice (the global adapter is also a kept version) is stored once; one that shares memory with
-    another is copied, as safetensors stores each storage once."""
-    if isinstance(node, torch.Tensor):
+    another (its storage in `storages`) is copied, as safetensors stores each storage once."""
+    if isinstance(node, (torch.Tensor, np.ndarray)):
+        kind = "tensor" if isinstance(node, torch.Tensor) else "array"
         if id(node) not in seen:
-            shares = any(t.untyped_storage().data_ptr() == node.untyped_storage().data_ptr() for t in tensors.values())
+            t = node.detach().cpu() if kind == "tensor" else torch.from_numpy(np.ascontiguousarray(node))
+            storage = t.untyped_storage().data_ptr()
             seen[id(node)] = key = f"t{len(tensors)}"
-            tensors[key] = node.detach().cpu().clone() if shares else node.detach().cpu()
-        return {"tensor": seen[id(node)]}
-    if isinstance(node, np.ndarray):
-        key = f"t{len(tensors)}"
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(node))
-        return {"array": key}
+            tensors[key] = t.clone() if storage in storages else t
+            storages.add(storage)
+        return {kind: seen[id(node)]}
     if isinstance(node, dict):  # keys may be ints (versions, device ids): kept with their type
-        return {"items": [[k, _flatten(v, tensors, seen)] for k, v in node.items()]}
+        return {"items": [[k, _flatten(v, tensors, seen, storages)] for k, v in node.items()]}
     if isinstance(node, (list, tuple)):
-        return {"list": [_flatten(v, tensors, seen) for v in node]}
+        return {"list": [_flatten(v, tensors, seen, storages) for v in node]}
     if isinstance(node, (set, frozenset)):
         return {"set": sorted(node)}
     if isinstance(node, np.generic):

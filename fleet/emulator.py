@@ -393,8 +393,8 @@ class Emulator:
 
     def _download_bytes(self, d: int) -> int:
         """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
-        replayed = self._resume is not None and self._replayed_download is not None
-        values = self._replayed_download if replayed else self.strategy.download_values()
+        # While the clock is replayed the strategy is not stepped: the journal says what it offered.
+        values = self.strategy.download_values() if self._replayed_download is None else self._replayed_download
         return int(self.bytes_down[d] * values / self.clients.layout.size)
 
     def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> list:
@@ -592,7 +592,8 @@ class Emulator:
                     for r, a in zip(results, arrivals)]
             payload = sum(n for _, n in sent)  # rejected updates crossed the air all the same
             kept = self._screen(arrivals, [u for u, _ in sent])
-            step["rejected"] = [[i, a.log.outcome] for i, a in enumerate(arrivals) if i not in set(kept)]
+            rejected = sorted(set(range(len(arrivals))) - set(kept))
+            step["rejected"] = [[i, arrivals[i].log.outcome] for i in rejected]
             arrivals, results, sent = ([seq[i] for i in kept] for seq in (arrivals, results, sent))
             if len(arrivals) < self._fewest_updates():
                 if self.strategy.asynchronous:
@@ -671,7 +672,7 @@ class Emulator:
 
     def _go_live(self) -> None:
         """The replay reached the checkpoint: check the clock against it, load what training had built."""
-        saved, self._resume = self._resume, None
+        saved, self._resume, self._replayed_download = self._resume, None, None
         replayed = self._clock_state()
         differ = [k for k, v in replayed.items()
                   if not np.array_equal(v, saved[k], equal_nan=isinstance(v, np.ndarray))]
