@@ -57,7 +57,7 @@ class StrategyContext:
     """What a strategy may know of the run, given once before the first round."""
 
     layout: AdapterLayout
-    population: int = 1  # devices in the fleet (DP accounting: sampling rate = cohort / population)
+    population: int = 1  # devices that can be invited (DP accounting: sampling rate = cohort / population)
     cohort: int = 1  # clients expected per aggregation (K)
     seed: int = 0
 
@@ -125,6 +125,10 @@ class Strategy(ABC):
 
     def metrics(self) -> dict[str, float]:
         """Figures of the last step for the round's row (privacy spent, updates rejected, ...)."""
+        return {}
+
+    def accounting(self) -> dict:
+        """What a privacy accountant assumed (population, sampling), for the run's summary; {} without one."""
         return {}
 
     def extra_bytes(self, cohort_size: int) -> tuple[int, int]:

@@ -11,10 +11,14 @@ The sum is unweighted and divided by the expected K, not by the number that arri
 fixed-denominator estimator, whose sensitivity to one client is S / K whatever the cohort turns out to be.
 Each client contributes at most S, so the Gaussian sum is a sampled Gaussian mechanism with noise
 multiplier z. Privacy is accounted with Renyi DP (dp_accounting.rdp.RdpAccountant), composing one
-PoissonSampledDpEvent(q, GaussianDpEvent(z)) per aggregation with q = K / population; `metrics()` reports
-epsilon at the target delta. The accountant assumes Poisson sampling of clients; the emulator selects a
-fixed-size cohort (with over-selection and deadline losses), so epsilon is the usual approximation made
-for fixed-size cohorts, not a proof for the emulated selection.
+PoissonSampledDpEvent(q, GaussianDpEvent(z)) per aggregation with q = K / N; `metrics()` reports epsilon
+at the target delta, and `accounting()` what the accountant assumed.
+
+N (context.population) is the number of devices that can be invited: those with the memory to train and
+some availability. A device that can never be selected gives no privacy amplification, so counting it
+would lower q and understate epsilon. The accountant assumes Poisson sampling of clients; the emulator
+selects a fixed-size cohort (with over-selection and deadline losses), so epsilon is the usual
+approximation made for fixed-size cohorts, not a proof for the emulated selection.
 
 clipping = "server": the server clips every delta (Flower's DifferentialPrivacyServerSideFixedClipping).
 clipping = "client": the trainer clips (`client_clip`) before upload, so the server never sees an
@@ -37,6 +41,9 @@ from dp_accounting.rdp import RdpAccountant
 
 from aggregation.base import AggregationError, ClientConfig, ClientUpdate, Strategy, StrategyContext, stack_deltas
 from aggregation.registry import register_strategy
+
+#: How the accountant models client selection, next to how the emulator selects (a fixed-size cohort).
+SAMPLING_ASSUMPTION = "poisson (approximation of fixed-size cohorts)"
 
 NORM_TOLERANCE = 1e-5  # relative slack on ||Delta_k|| <= S for client clipping: float32 rounding of the scaled delta
 
@@ -82,8 +89,8 @@ class DPFedAvg(Strategy):
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
         if not 1 <= context.cohort <= context.population:
-            raise ValueError(f"dp_fedavg needs 1 <= cohort <= population, got cohort {context.cohort} "
-                             f"and population {context.population}")
+            raise ValueError(f"dp_fedavg needs 1 <= cohort <= population (devices that can be invited), got "
+                             f"cohort {context.cohort} and population {context.population}")
         self.q = context.cohort / context.population
         self._event = dp_accounting.PoissonSampledDpEvent(self.q, dp_accounting.GaussianDpEvent(self.z))
         self._accountant = RdpAccountant()
@@ -123,6 +130,18 @@ class DPFedAvg(Strategy):
 
     def metrics(self) -> dict[str, float]:
         return {"epsilon": float(self._accountant.get_epsilon(self.delta)), "clipped": self._clipped}
+
+    def accounting(self) -> dict[str, float | int | str]:
+        """What the accountant assumed, flat, for a run's summary: a reader can recompute epsilon from it."""
+        return {
+            "dp_population": self.context.population,  # devices that can be invited
+            "dp_cohort": self.context.cohort,
+            "dp_sampling_rate": self.q,
+            "dp_sampling": SAMPLING_ASSUMPTION,
+            "dp_noise_multiplier": self.z,
+            "dp_delta": self.delta,
+            "dp_rounds": self.rounds,
+        }
 
 
 register_strategy("dp_fedavg", DPFedAvg)

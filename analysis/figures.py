@@ -278,8 +278,8 @@ def battery_figure(rounds: pd.DataFrame, clients: pd.DataFrame, points: int = 10
 
 
 def cell_figure(clients: pd.DataFrame) -> go.Figure:
-    # bytes_down_air: what the cell sent (a multicast counts once, not once per receiver)
-    load = clients.groupby("cell")[["bytes_up", "bytes_down_air"]].sum() / 1e6
-    fig = go.Figure([go.Bar(x=load.index, y=load["bytes_up"], name="uplink"),
+    # what crossed the cell's air: a multicast counts once, not once per receiver; servers at the site none
+    load = clients.groupby("cell")[["bytes_up_air", "bytes_down_air"]].sum() / 1e6
+    fig = go.Figure([go.Bar(x=load.index, y=load["bytes_up_air"], name="uplink (sent over the air)"),
                      go.Bar(x=load.index, y=load["bytes_down_air"], name="downlink (sent over the air)")])
     return layout(fig, "Load per cell over the run", "cell", "MB", barmode="group", xaxis_type="category")

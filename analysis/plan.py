@@ -88,11 +88,11 @@ def per_day_scale(rounds: pd.DataFrame) -> float:
 
 
 def cell_load(clients: pd.DataFrame, cells: int, scale: float) -> pd.DataFrame:
-    """Gigabytes per cell per day, every cell listed: uplink as the devices sent it, downlink as the cell
-    sent it (a multicast counts once)."""
-    load = clients.groupby("cell")[["bytes_up", "bytes_down_air"]].sum().reindex(range(cells), fill_value=0)
+    """Gigabytes per cell per day, every cell listed, of what crossed the cell's air: uplink as its devices
+    sent it, downlink as the cell sent it (a multicast counts once); servers at the site use the backhaul."""
+    load = clients.groupby("cell")[["bytes_up_air", "bytes_down_air"]].sum().reindex(range(cells), fill_value=0)
     return pd.DataFrame({
-        "uplink_gb_per_day": load["bytes_up"] * scale / 1e9,
+        "uplink_gb_per_day": load["bytes_up_air"] * scale / 1e9,
         "downlink_gb_per_day": load["bytes_down_air"] * scale / 1e9,
     }).rename_axis("cell")
 

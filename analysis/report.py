@@ -76,6 +76,10 @@ def summary_rows(rounds: pd.DataFrame, clients: pd.DataFrame, summary: dict) -> 
         ("adapter parameters (emulated model)", summary.get("adapter_params")),
         ("peak training memory per device (GB)", summary.get("training_memory_gb")),
         ("devices with enough memory", summary.get("eligible_devices")),
+        ("devices that can be invited (memory, ever available)", summary.get("invitable_devices")),
+        ("privacy accounting: population sampled from", summary.get("dp_population")),
+        ("privacy accounting: sampling rate (cohort / population)", summary.get("dp_sampling_rate")),
+        ("privacy accounting: sampling assumed", summary.get("dp_sampling")),
         ("fleet size", fleet),
         ("wall time of the emulation (s)", summary.get("wall_s")),
     ]

@@ -43,6 +43,13 @@ class Availability(Protocol):
     def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
         """(n,) bool: plugged in at t, so a battery device gains charge instead of losing it."""
 
+    def ever_available(self, devices: np.ndarray) -> np.ndarray:
+        """(n,) bool: available at some time at all (privacy accounting samples from these alone)."""
+
+
+def _always(devices: np.ndarray) -> np.ndarray:
+    return np.ones(_indices(devices).shape, dtype=bool)
+
 
 def _query(t: float, devices: np.ndarray) -> tuple[float, np.ndarray]:
     t = float(t)
@@ -96,6 +103,9 @@ class AlwaysOn:
     def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
         _, d = _query(t, devices)
         return np.zeros(d.shape, dtype=bool)
+
+    def ever_available(self, devices: np.ndarray) -> np.ndarray:
+        return _always(devices)
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,9 @@ class Diurnal:
 
     def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
         return self.available(t, devices)
+
+    def ever_available(self, devices: np.ndarray) -> np.ndarray:
+        return _always(devices)  # a charging window every day
 
     def _reserve(self, n_devices: int) -> None:
         self._draws.reserve(n_devices)
@@ -288,6 +301,9 @@ class MarkovOnOff:
         _, d = _query(t, devices)
         return np.zeros(d.shape, dtype=bool)  # the chain says nothing about power
 
+    def ever_available(self, devices: np.ndarray) -> np.ndarray:
+        return _always(devices)
+
 
 @dataclass(frozen=True, eq=False)
 class BehaveTrace:
@@ -375,6 +391,10 @@ class TraceAvailability:
 
     def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
         return self.available(t, devices)
+
+    def ever_available(self, devices: np.ndarray) -> np.ndarray:
+        """Devices whose trace client has at least one interval online."""
+        return np.diff(self.trace.first)[self.client_of(devices)] > 0
 
 
 # ----- Loading a behave trace. FedScale ships pickles; they are converted once, outside fedfleet, to JSON or

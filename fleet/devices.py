@@ -6,6 +6,29 @@ Scenario: a fleet is sampled from device classes mixed by fraction. Each class i
 class. The fleet is a columnar table of numpy arrays, not N Python objects: 100,000 devices sample in well
 under a second and take a few megabytes.
 
+Where a device stands: phones, gateways and Jetson boxes at a random spot of their cell; servers of an
+`at_site` class (the cell-site MEC boxes) at the site itself, distance 0, where they reach the aggregation
+server over the backhaul and never use the cellular radio. Whether a device sees its site: for a mixed
+path-loss family ("uma", "umi", "rma") each device draws LOS from its own stream (seed, "los") with TR 38.901's
+LOS probability at its distance, so the fleet's other draws do not move; its shadowing sigma is then the LOS
+or NLOS one of that family unless the scenario fixes a sigma.
+
+Radio power: P(r) = base + slope x r, at most max_w, per direction (`network_models.RadioPower`). The phone
+figures are the 5G power-throughput regression of Narayanan et al., "A Variegated Look at 5G in the Wild:
+Performance, Power, and QoE Implications", SIGCOMM 2021, Section 4.3, Figure 11: a Samsung Galaxy S20 Ultra on
+Verizon, whole-phone power on a Monsoon monitor, iPerf at fixed rates. We take its sub-6 GHz (NSA low-band)
+lines, the band family nearest the 3.5 GHz carrier the radio layer models. The uplink slopes the paper
+reports (low-band 29.15 mW per Mb/s; mmWave 9.42 and LTE 80.21 for comparison) are what the same regression
+gives when recomputed from the authors' released data (SIGCOMM21-5G/artifact,
+Data-Transfer-Power/MN-Transfer) with their figure script's bins, to 0.01 mW per Mb/s; the intercepts and the
+downlink slope come from that recomputation (drawn in the figure, not checked against printed numbers). The
+fit is linear only over the rates measured (uplink 1-40 Mb/s, downlink 1-100 Mb/s on that band); past them
+power is held at the highest mean power measured on that band rather than extrapolated, since a linear fit
+run out to 200 Mb/s or 1 Gb/s charges watts no handset radio draws (the LTE fit this replaces, Huang et al.
+MobiSys 2012, 1.288 W + 0.438 W per Mb/s, measured up to about 20 Mb/s, gave 86 W at 193 Mb/s). The same
+phone on mmWave drew 7.2 W at 190 Mb/s: the bound may understate a sub-6 radio's power at such rates by up
+to about 2.7 W, and nothing measured says by how much.
+
 Units: FLOP/s, GB, Wh, W, dBm, seconds, failures per hour.
 """
 
@@ -18,10 +41,27 @@ import numpy as np
 
 from fleet.availability import Availability, build_availability
 from fleet.rng import stream
-from network_models import cell_sites, place_devices
+from network_models import (
+    MIXED_FAMILIES,
+    NO_POWER,
+    PATH_LOSS_MODELS,
+    RadioPower,
+    cell_sites,
+    los_probability,
+    place_devices,
+)
+from network_models import shadowing_sigma_db as model_sigma_db
 
 ALWAYS = {"kind": "always_on"}
 NIGHT_CHARGING = {"kind": "diurnal", "window_start_h": 22.0, "window_hours": 9.0, "jitter_h": 1.0}
+
+# Sub-6 GHz 5G phone radio, Narayanan et al. SIGCOMM 2021 Figure 11 (Galaxy S20 Ultra, Verizon NSA low-band),
+# whole-phone watts. Uplink slope: the paper's 29.15 mW per Mb/s; base and downlink slope: the Figure 11
+# regression recomputed from the released data (see the module docstring). max_w: the highest mean power
+# measured on that band in that direction (uplink 4.558 W at 39.9 Mb/s, downlink 4.198 W at 100.5 Mb/s),
+# beyond which the fit is not extrapolated.
+SUB6_PHONE_UP = RadioPower(base_w=3.204, w_per_mbps=0.02915, max_w=4.558)
+SUB6_PHONE_DOWN = RadioPower(base_w=2.925, w_per_mbps=0.01352, max_w=4.198)
 
 
 @dataclass(frozen=True)
@@ -36,30 +76,44 @@ class DeviceClass:
     tx_power_dbm: float
     availability: dict = field(default_factory=lambda: dict(ALWAYS))  # spec for fleet.availability
     failures_per_hour: float = 0.0  # app killed, device rebooted, moved out of coverage
-    # LTE radio power (Huang et al., MobiSys 2012): W = base + up * UL Mb/s (+ down * DL Mb/s).
-    radio_base_w: float = 1.288
-    radio_up_w_per_mbps: float = 0.438
-    radio_down_w_per_mbps: float = 0.052
+    radio_up: RadioPower = SUB6_PHONE_UP  # power while uploading, by rate
+    radio_down: RadioPower = SUB6_PHONE_DOWN  # power while downloading, by rate
+    at_site: bool = False  # stands at its cell's site and reaches the server over the backhaul, not the radio
 
 
 CATALOG: dict[str, DeviceClass] = {
     c.name: c
     for c in (
-        DeviceClass("flagship_phone", (2.0, 4.0), 0.15, (8, 16), (12, 20), 4.5, 15.0, 23, NIGHT_CHARGING, 0.5),
-        DeviceClass("low_end_phone", (0.2, 0.5), 0.10, (3, 4), (11, 15), 2.5, 10.0, 23, NIGHT_CHARGING, 1.0),
-        DeviceClass("iot_gateway", (0.1, 0.15), 0.20, (4, 16), None, 9.0, 0.0, 20, ALWAYS, 0.2),
-        DeviceClass("jetson_orin_nano", (10.0, 17.0), 0.20, (8, 8), None, 15.0, 0.0, 23, ALWAYS, 0.1),
-        DeviceClass("mec_t4", (65.0, 65.0), 0.30, (16, 16), None, 70.0, 0.0, 30, ALWAYS, 0.01),
-        DeviceClass("mec_l4", (121.0, 121.0), 0.30, (24, 24), None, 72.0, 0.0, 30, ALWAYS, 0.01),
+        # Phones: the measured S20 Ultra radio (a flagship); the low-end phone is assumed to draw the same.
+        DeviceClass("flagship_phone", (2.0, 4.0), 0.15, (8, 16), (12, 20), 4.5, 15.0, 23, NIGHT_CHARGING, 0.5,
+                    radio_up=SUB6_PHONE_UP, radio_down=SUB6_PHONE_DOWN),
+        DeviceClass("low_end_phone", (0.2, 0.5), 0.10, (3, 4), (11, 15), 2.5, 10.0, 23, NIGHT_CHARGING, 1.0,
+                    radio_up=SUB6_PHONE_UP, radio_down=SUB6_PHONE_DOWN),
+        # Gateway (Raspberry Pi with a 5G/LTE modem) and Jetson: no rate-resolved modem measurement found;
+        # assumed to draw what the phone does, with its bound.
+        DeviceClass("iot_gateway", (0.1, 0.15), 0.20, (4, 16), None, 9.0, 0.0, 20, ALWAYS, 0.2,
+                    radio_up=SUB6_PHONE_UP, radio_down=SUB6_PHONE_DOWN),
+        DeviceClass("jetson_orin_nano", (10.0, 17.0), 0.20, (8, 8), None, 15.0, 0.0, 23, ALWAYS, 0.1,
+                    radio_up=SUB6_PHONE_UP, radio_down=SUB6_PHONE_DOWN),
+        # Cell-site servers: at the site, on the backhaul; no cellular radio to power.
+        DeviceClass("mec_t4", (65.0, 65.0), 0.30, (16, 16), None, 70.0, 0.0, 30, ALWAYS, 0.01,
+                    radio_up=NO_POWER, radio_down=NO_POWER, at_site=True),
+        DeviceClass("mec_l4", (121.0, 121.0), 0.30, (24, 24), None, 72.0, 0.0, 30, ALWAYS, 0.01,
+                    radio_up=NO_POWER, radio_down=NO_POWER, at_site=True),
     )
 }
 
 
 def device_class(name: str, overrides: dict | None = None) -> DeviceClass:
-    """A catalog class with a scenario's overrides applied."""
+    """A catalog class with a scenario's overrides applied. A radio power may be given as a mapping
+    ({base_w, w_per_mbps, max_w}, as a YAML file writes it) or as a RadioPower."""
     if name not in CATALOG:
         raise ValueError(f"unknown device class {name!r}; known: {', '.join(CATALOG)}")
-    return replace(CATALOG[name], **(overrides or {}))
+    overrides = dict(overrides or {})
+    for key in ("radio_up", "radio_down"):
+        if isinstance(overrides.get(key), dict):
+            overrides[key] = RadioPower(**overrides[key])
+    return replace(CATALOG[name], **overrides)
 
 
 @dataclass
@@ -77,6 +131,7 @@ class Fleet:
     distance_m: np.ndarray  # to the cell's site
     xy: np.ndarray  # (N, 2) metres
     shadowing_db: np.ndarray
+    los: np.ndarray  # (N,) bool: line of sight to the site (path loss and shadowing sigma depend on it)
     data_client: np.ndarray  # (N,) index into the federated data's clients
     availability: list[Availability]  # one model per class, indexed by global device id
 
@@ -157,10 +212,16 @@ def sample_fleet(
     layout: str = "hex",
     inter_site_m: float = 500.0,
     cell_radius_m: float,
-    shadowing_sigma_db: float,
+    shadowing_sigma_db: float | None = None,
+    path_loss: str = "uma_nlos",
     initial_charge: tuple[float, float],
     num_data_clients: int,
 ) -> Fleet:
+    """Sample `size` devices of the classes in `mix`. `path_loss` is the scenario's model: a mixed family
+    draws each device's LOS, a *_los / *_nlos model fixes it (free space and log-distance: LOS).
+    `shadowing_sigma_db`: one sigma for every device, or None for the model's own, per device (LOS or NLOS)."""
+    if path_loss not in PATH_LOSS_MODELS:
+        raise ValueError(f"unknown path-loss model {path_loss!r}; known: {', '.join(PATH_LOSS_MODELS)}")
     rng = stream(seed, "fleet")
     specs = [device_class(name, (overrides or {}).get(name)) for name in mix]
     counts = class_counts(list(mix.values()), size)
@@ -177,7 +238,18 @@ def sample_fleet(
     battery = np.where(mains, np.inf, uniform(lambda s: s.battery_wh or (0.0, 0.0)))
     charge = np.where(mains, np.inf, battery * rng.uniform(initial_charge[0], initial_charge[1], size))
     sites = cell_sites(cells, inter_site_m, layout)
+    # Every device draws a spot, servers at the site too: the draws of the others do not depend on which
+    # classes stand at their site.
     cell, distance, xy = place_devices(rng, size, sites, cell_radius_m)
+    at_site = per_class(lambda s: s.at_site).astype(bool)
+    distance = np.where(at_site, 0.0, distance)
+    xy[at_site] = sites[cell[at_site]]
+    if path_loss in MIXED_FAMILIES:
+        # Its own stream, so that the choice of path-loss model moves none of the fleet's other draws.
+        los = stream(seed, "los").random(size) < los_probability(path_loss, distance)
+    else:
+        los = np.full(size, not path_loss.endswith("_nlos"))
+    sigma = model_sigma_db(path_loss, los) if shadowing_sigma_db is None else shadowing_sigma_db
     return Fleet(
         classes=specs,
         cls=cls,
@@ -189,7 +261,9 @@ def sample_fleet(
         cell=cell.astype(np.int32),
         distance_m=distance,
         xy=xy,
-        shadowing_db=rng.normal(0.0, shadowing_sigma_db, size),
+        # Standard normals times each device's sigma: the same draws whatever the sigmas are.
+        shadowing_db=rng.normal(0.0, sigma, size),
+        los=los,
         # More devices than data clients: clients are dealt round-robin in a seeded order, so some share text.
         data_client=rng.permutation(np.resize(np.arange(num_data_clients), size)),
         availability=[build_availability(s.availability, _class_seed(seed, s.name), size) for s in specs],

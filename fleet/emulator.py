@@ -50,7 +50,20 @@ from fleet.devices import Fleet
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
-from network_models import RateTrace, SharedBand, fading_gain_db, path_loss_db, shannon_rate_bps, snr_db
+from network_models import (
+    NO_POWER,
+    Delivery,
+    RadioPower,
+    RateTrace,
+    SharedBand,
+    downlink_interference_mw_per_hz,
+    fading_gain_db,
+    path_loss_db,
+    shannon_rate_bps,
+    snr_db,
+    uplink_interference_mw_per_hz,
+)
+from network_models.channel import THERMAL_NOISE_DBM_PER_HZ
 
 NOT_EVALUATED = {"eval_loss": float("nan"), "eval_ppl": float("nan"), "personal_loss": float("nan"),
                  "personal_global_loss": float("nan")}
@@ -103,6 +116,9 @@ class RoundRules:
     # Updates with a norm above this multiple of their cohort's median norm are rejected (None: never);
     # updates with NaN or Inf entries always are (aggregation.screening).
     reject_norm_factor: float | None = DEFAULT_NORM_FACTOR
+    # Heterogeneous local work (FedNova, FedProx): each device trains the steps that fit in this many seconds
+    # at its own speed, at least one and at most local_steps. None: every device trains local_steps.
+    local_time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,11 @@ class Radio:
     downlink_trace: RateTrace | None = None
     multicast: bool = False  # the global adapter goes out once per cell, at the rate of its weakest invitee
     outage_reference_hz: float = 20e6  # the outage test's SNR is over this width, whatever the band
+    # Inter-cell interference (frequency reuse 1): the sites, and the fraction of time (or band) a neighbouring
+    # cell transmits. None or 0: rates from SNR alone.
+    sites: np.ndarray | None = None
+    interference_load: float = 0.0
+    interferer_path_loss: str = "uma_nlos"  # paths from other sites: mostly without a line of sight
 
 
 @dataclass(frozen=True)
@@ -133,6 +154,18 @@ class SessionCost:
     flops: float
     bytes_down: int | np.ndarray
     bytes_up: int | np.ndarray
+    # What a full-rank device downloads: stacked factors (FLoRA) are the same download whatever the rank of
+    # the device that receives them. None: the largest of bytes_down.
+    bytes_down_full_rank: int | None = None
+
+
+# An asynchronous server that receives no update for this long is stuck: no device it can invite ever
+# completes. A week spans every daily availability and charging pattern.
+STALL_LIMIT_S = 7 * 86_400.0
+
+
+class EmulationStalled(RuntimeError):
+    """The run cannot go on: no update reaches the server however long it waits."""
 
 
 class Dropped(Exception):
@@ -145,8 +178,8 @@ class SessionLog:
     """One device's part in one round, filled in as it happens."""
 
     __slots__ = ("device", "round", "base_version", "t_start", "t_end", "outcome", "phase", "download_s",
-                 "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "energy_j", "uplink_mbps",
-                 "downlink_mbps", "steps", "staleness", "charge_start", "charge_end")
+                 "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "bytes_up_air", "energy_j",
+                 "uplink_mbps", "downlink_mbps", "steps", "staleness", "charge_start", "charge_end")
     COLUMNS = __slots__
 
     def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
@@ -155,8 +188,9 @@ class SessionLog:
         self.download_s = self.train_s = self.upload_s = 0.0
         self.bytes_down = self.bytes_up = 0
         self.bytes_down_air = 0.0  # this session's share of what the cell's downlink sent (multicast: 1/n)
+        self.bytes_up_air = 0  # what crossed the cell's uplink (devices at the site use the backhaul alone)
         self.energy_j = 0.0
-        self.uplink_mbps = self.downlink_mbps = float("nan")
+        self.uplink_mbps = self.downlink_mbps = float("nan")  # bits over air time: the rate each transfer got
         self.steps = 0  # local steps trained (fewer than asked for: partial work)
         self.staleness = -1  # server versions published while it trained; -1: no update arrived
         self.charge_start = self.charge_end = float("nan")  # battery fraction; NaN on mains power
@@ -220,7 +254,12 @@ class Emulator:
         self.bytes_down = np.broadcast_to(np.asarray(cost.bytes_down, dtype=np.int64), len(fleet))
         self.bytes_up = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.int64), len(fleet))
         self.history = DeviceHistory.empty(len(fleet))
-        self.loss_db = path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz) + fleet.shadowing_db
+        self.loss_db = (path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz, los=fleet.los)
+                        + fleet.shadowing_db)
+        self.at_site = fleet.per_class("at_site", np.arange(len(fleet))).astype(bool)
+        self.interference_down, self.interference_up = self._interference()
+        self.bytes_down_full_rank = int(self.bytes_down.max() if cost.bytes_down_full_rank is None
+                                        else cost.bytes_down_full_rank)
         self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
         self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
         self._charged_until = 0.0
@@ -244,13 +283,32 @@ class Emulator:
         self._replayed_download: int | None = None
 
     def _links(self, band_hz: float, trace, direction: str) -> list:
-        """One shared band per cell, or one trace replayed by every device (from its own offset)."""
+        """One shared band per cell, or one trace replayed by every device (from its own offset). A cell's
+        downlink splits the base station's one power budget among the devices it serves."""
         cells = int(self.fleet.cell.max()) + 1
         if trace is None:
-            return [CellLink(self.env, SharedBand(band_hz, self.radio.noise_figure_db, self.radio.sharing))
+            return [CellLink(self.env, SharedBand(band_hz, self.radio.noise_figure_db, self.radio.sharing,
+                                                  split_power=direction == "downlink"))
                     for _ in range(cells)]
         offsets = stream(self.seed, "trace-offset", direction).uniform(0.0, trace.period_s, len(self.fleet))
         return [TraceLink(self.env, trace, offsets)] * cells
+
+    def _interference(self) -> tuple[np.ndarray, np.ndarray]:
+        """Interference power density (mW/Hz) on each device's downlink and at each cell's uplink receiver,
+        from neighbouring cells transmitting a `radio.interference_load` share of the time."""
+        radio, fleet = self.radio, self.fleet
+        cells = int(fleet.cell.max()) + 1
+        if radio.sites is None or not radio.interference_load or len(radio.sites) < 2:
+            return np.zeros(len(fleet)), np.zeros(cells)
+        common = dict(sites=radio.sites, carrier_ghz=radio.carrier_ghz, load=radio.interference_load,
+                      model=radio.interferer_path_loss)
+        down = downlink_interference_mw_per_hz(fleet.xy, fleet.cell, bs_power_dbm=radio.bs_power_dbm,
+                                               band_hz=radio.downlink_hz, **common)
+        radio_devices = ~self.at_site
+        up = uplink_interference_mw_per_hz(fleet.xy[radio_devices], fleet.cell[radio_devices],
+                                           fleet.per_class("tx_power_dbm", np.flatnonzero(radio_devices)),
+                                           band_hz=radio.uplink_hz, **common)
+        return down, up
 
     def run(self) -> torch.Tensor:
         """Run until `rules.rounds` server versions (or rounds) are done; returns the final global adapter."""
@@ -296,7 +354,7 @@ class Emulator:
         concurrency = self.strategy.concurrency or self.rules.selected
         busy: dict[int, simpy.Process] = {}
         buffer: list[Arrival] = []
-        invitations, opened = 0, 0.0
+        invitations, opened, last_update = 0, 0.0, 0.0
         while self.version < self.rules.rounds:
             self._charge()
             if len(busy) < concurrency:
@@ -311,6 +369,12 @@ class Emulator:
             for device in self._finished:
                 busy.pop(device, None)
             self._finished = []
+            if self._arrivals:
+                last_update = self.env.now
+            elif self.env.now - last_update > STALL_LIMIT_S:
+                raise EmulationStalled(self._stalled_message())
+            elif not busy:  # everyone invited ended without an update: wait before inviting again
+                yield self.env.timeout(self._retry_s())
             buffer += self._arrivals
             self._arrivals = []
             if buffer and self.strategy.ready(len(buffer)):
@@ -323,6 +387,22 @@ class Emulator:
         yield self.env.timeout(0)
         self._record_sessions(self.version)
         self._charge()
+
+    def _stalled_message(self) -> str:
+        """Why no update arrives: who cannot be invited, and how the sessions of those who were ended."""
+        fleet, now = self.fleet, self.env.now
+        able = np.flatnonzero(self.eligible)
+        low = int((fleet.charge_fraction(able) < self.rules.min_charge).sum())
+        away = int((~fleet.available(now, able)).sum())
+        ended: dict[str, int] = {}
+        for log in self._ended:
+            ended[log.outcome] = ended.get(log.outcome, 0) + 1
+        how = ", ".join(f"{n} {outcome}" for outcome, n in sorted(ended.items())) or "none"
+        return (f"no update reached the asynchronous server in {STALL_LIMIT_S / 86_400:.0f} simulated days "
+                f"(t = {now:.0f} s, version {self.version} of {self.rules.rounds}). Of the {len(able)} devices able "
+                f"to train, {low} are below fleet.min_charge and {away} are unavailable now; sessions ended "
+                f"since the last update: {how}. Check fleet.min_charge, the classes' availability and charging, "
+                f"and the radio (network.outage_snr_db, powers, cell_radius_m)")
 
     def _retry_s(self) -> float:
         return self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else 60.0
@@ -346,18 +426,24 @@ class Emulator:
         cls = fleet.classes[fleet.cls[d]]
         config = self.strategy.configure(d, cohort.version)
         try:
-            downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
-            yield from self.transfer(log, "download", downlink, self._download_bytes(d), radio.bs_power_dbm,
-                                     self.loss_db[d] - plan["fade_down_db"],
-                                     lambda rate: cls.radio_base_w + cls.radio_down_w_per_mbps * rate / 1e6)
+            if self.at_site[d]:  # a server at the cell site: the backhaul both ways, no radio
+                yield from self.over_backhaul(log, "download", self._download_bytes(d))
+            else:
+                downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
+                yield from self.transfer(log, "download", downlink, self._download_bytes(d), radio.bs_power_dbm,
+                                         self.loss_db[d] - plan["fade_down_db"], cls.radio_down,
+                                         self.interference_down[d])
             log.phase = "train"
             log.steps, train_s = self._local_work(cohort, plan, config)
             yield from self.spend(log, "train", self.env.timeout(train_s), cls.compute_power_w)
-            yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
-                                     cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"],
-                                     lambda rate: cls.radio_base_w + cls.radio_up_w_per_mbps * rate / 1e6)
-            log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
-            yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
+            if self.at_site[d]:
+                yield from self.over_backhaul(log, "upload", self.bytes_up[d])
+            else:
+                yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
+                                         cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], cls.radio_up,
+                                         self.interference_up[fleet.cell[d]])
+                log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
+                yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
             if cohort.enough.triggered:  # arrived in the same instant as the K-th
                 raise Dropped("surplus")
             if not self.strategy.admit(cohort.version, self.version):
@@ -383,7 +469,7 @@ class Emulator:
         """Local steps and their duration. With partial work (FedProx), a device that would miss the
         deadline trains only the steps that leave time for its upload (estimated at its share of the
         uplink when the round's K devices upload at once)."""
-        steps, train_s = self.rules.local_steps, plan["train_s"]
+        steps, train_s = plan["steps"], plan["train_s"]
         if config.partial_work and np.isfinite(cohort.deadline_at):
             step_s = train_s / steps
             fit = int((cohort.deadline_at - self.env.now - plan["upload_estimate_s"]) // step_s)
@@ -395,7 +481,10 @@ class Emulator:
         """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
         # While the clock is replayed the strategy is not stepped: the journal says what it offered.
         values = self.strategy.download_values() if self._replayed_download is None else self._replayed_download
-        return int(self.bytes_down[d] * values / self.clients.layout.size)
+        if values == self.clients.layout.size:
+            return int(self.bytes_down[d])
+        # A stack is made of every contributor's factors, whatever the rank of the device that receives it.
+        return int(self.bytes_down_full_rank * values / self.clients.layout.size)
 
     def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> list:
         """The sampled instant at which the device leaves; it only matters while the device still has work
@@ -411,40 +500,65 @@ class Emulator:
             self.env.timeout(after_s).callbacks.append(strike)
         return armed
 
-    def transfer(self, log, name, link: CellLink | TraceLink, nbytes, tx_power_dbm, loss_db, power_at):
-        """Send over a shared link; the device draws radio power for the rate it had when it started."""
+    def transfer(self, log: SessionLog, name: str, link: CellLink | TraceLink | Multicast, nbytes: int,
+                 tx_power_dbm: float, loss_db: float, power: RadioPower, interference_mw_per_hz: float):
+        """Send over a shared link. The link integrates the radio's power over the rates the transfer had as
+        others came and went; the battery cutoff is judged at the radio's highest power, so a transfer is
+        never cut later than the battery allows."""
         log.phase = name
         snr = snr_db(self.radio.outage_reference_hz, tx_power_dbm, loss_db, self.radio.noise_figure_db)
         if link.snr_applies and snr < self.radio.outage_snr_db:
             raise Dropped("link_outage")
-        direction = "up" if name == "upload" else "down"
-        done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db)
-        rate = link.rate_bps(log.device)
-        setattr(log, f"{direction}link_mbps", rate / 1e6)
+        done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db, power, interference_mw_per_hz)
         try:
-            yield from self.spend(log, name, done, power_at(rate))
+            yield from self._until_cutoff(log.device, done, power.max_w)
         except BaseException:
-            setattr(log, f"bytes_{direction}", int(link.cancel(log.device) / 8))
-            if direction == "down":
-                log.bytes_down_air = log.bytes_down / getattr(link, "receivers", 1)
+            self._book(log, name, link.cancel(log.device), getattr(link, "receivers", 1))
             raise
-        setattr(log, f"bytes_{direction}", int(nbytes))
-        if direction == "down":
-            log.bytes_down_air = nbytes / getattr(link, "receivers", 1)
+        self._book(log, name, done.value, getattr(link, "receivers", 1))
+
+    def over_backhaul(self, log: SessionLog, name: str, nbytes: int):
+        """A transfer of a device at the cell site: the backhaul's latency and rate, no radio energy."""
+        log.phase = name
+        seconds = self.radio.backhaul_latency_s + 8 * nbytes / self.radio.backhaul_bps
+        start = self.env.now
+        try:
+            yield self.env.timeout(seconds)
+        except BaseException:
+            elapsed = self.env.now - start
+            self._book(log, name, Delivery(8 * nbytes * elapsed / seconds, elapsed, 0.0), 0)
+            raise
+        self._book(log, name, Delivery(8.0 * nbytes, seconds, 0.0), 0)
+
+    def _book(self, log: SessionLog, name: str, delivery: Delivery, receivers: int) -> None:
+        """What a transfer moved, how long and at what rate, and the energy its radio drew."""
+        nbytes = int(round(delivery.bits / 8))
+        if name == "download":
+            log.bytes_down, log.downlink_mbps = nbytes, delivery.mean_rate_bps / 1e6
+            log.bytes_down_air = nbytes / receivers if receivers else 0.0
+        else:
+            log.bytes_up, log.uplink_mbps = nbytes, delivery.mean_rate_bps / 1e6
+            log.bytes_up_air = nbytes if receivers else 0
+        self._drain(log, name, delivery.seconds, delivery.energy_j)
 
     def spend(self, log: SessionLog, name: str, event, power_w: float):
         """Wait for `event` while drawing `power_w`, unless the battery reaches its cutoff first."""
         start = self.env.now
-        budget_s = self._seconds_to_cutoff(log.device, power_w)
         try:
-            if np.isfinite(budget_s):
-                fired = yield event | self.env.timeout(budget_s)
-                if event not in fired:
-                    raise Dropped("battery")
-            else:
-                yield event
+            yield from self._until_cutoff(log.device, event, power_w)
         finally:
-            self._drain(log, name, self.env.now - start, power_w)
+            seconds = self.env.now - start
+            self._drain(log, name, seconds, power_w * seconds)
+
+    def _until_cutoff(self, d: int, event, power_w: float):
+        """Wait for `event`, unless drawing `power_w` the battery reaches its cutoff first (Dropped)."""
+        budget_s = self._seconds_to_cutoff(d, power_w)
+        if np.isfinite(budget_s):
+            fired = yield event | self.env.timeout(budget_s)
+            if event not in fired:
+                raise Dropped("battery")
+        else:
+            yield event
 
     # --- the clock's decisions ---------------------------------------------------------------------
 
@@ -484,7 +598,7 @@ class Emulator:
             failure_s = stream(self.seed, "failure", rnd).exponential(1.0, n) / rate
         fade_up = fading_gain_db(stream(self.seed, "fading-up", rnd), self.radio.fading, n, self.radio.k_factor_db)
         fade_down = fading_gain_db(stream(self.seed, "fading-down", rnd), self.radio.fading, n, self.radio.k_factor_db)
-        train_s = self.cost.flops / fleet.flops[devices]
+        steps, train_s = self._steps(devices)
         # What a device expects its upload to take when the round's K devices share the cell's uplink.
         share_hz = self.radio.uplink_hz / self.rules.clients_per_round
         upload_rate = shannon_rate_bps(share_hz, fleet.per_class("tx_power_dbm", devices),
@@ -499,19 +613,33 @@ class Emulator:
                 "hazard": "offline" if offline_s[i] <= failure_s[i] else "device_failure",
                 "fade_up_db": float(fade_up[i]),
                 "fade_down_db": float(fade_down[i]),
+                "steps": int(steps[i]),
                 "train_s": float(train_s[i]),
                 "upload_estimate_s": float(upload_estimate_s[i]),
             }
             for i, d in enumerate(devices)
         ]
 
+    def _steps(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local steps of each invitee and the seconds they take at its speed: local_steps each, or under a
+        local time budget the steps that fit in it (at least one, at most local_steps)."""
+        steps = np.full(len(devices), self.rules.local_steps)
+        step_s = self.cost.flops / self.rules.local_steps / self.fleet.flops[devices]
+        if self.rules.local_time_budget_s is not None:
+            fit = np.floor(self.rules.local_time_budget_s / step_s + 1e-9).astype(np.int64)
+            steps = np.clip(fit, 1, self.rules.local_steps)
+        return steps, steps * step_s
+
     def _multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray) -> dict[int, Multicast]:
-        """One broadcast of the global adapter per cell with invitees, over the whole downlink band, at the
-        rate of the weakest invitee that is not in outage (all must decode it)."""
+        """One broadcast of the global adapter per cell with invitees, over the whole downlink band at the base
+        station's full power, at the rate of the weakest invitee that is not in outage (all must decode it)."""
         radio, cells = self.radio, self.fleet.cell[devices]
         loss = self.loss_db[devices] - fade_down_db
         snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
-        rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
+        noise_mw_per_hz = 10.0 ** ((THERMAL_NOISE_DBM_PER_HZ + radio.noise_figure_db) / 10.0)
+        signal_mw = 10.0 ** ((radio.bs_power_dbm - loss) / 10.0)
+        sinr = signal_mw / ((noise_mw_per_hz + self.interference_down[devices]) * radio.downlink_hz)
+        rate = radio.downlink_hz * np.log2(1.0 + sinr)
         out = {}
         for cell in np.unique(cells):
             ok = (cells == cell) & (snr >= radio.outage_snr_db)
@@ -528,15 +656,22 @@ class Emulator:
         return float(self.fleet.charge_wh[d] / capacity) if np.isfinite(capacity) else float("nan")
 
     def _seconds_to_cutoff(self, d: int, power_w: float) -> float:
-        if not np.isfinite(self.fleet.battery_wh[d]) or power_w <= 0:
+        """How long the battery lasts above its cutoff at `power_w` of load: a plugged-in device drains only
+        by what its charger does not cover."""
+        fleet = self.fleet
+        if not np.isfinite(fleet.battery_wh[d]):
             return float("inf")
-        above = self.fleet.charge_wh[d] - self.rules.cutoff_charge * self.fleet.battery_wh[d]
+        if fleet.charging(self.env.now, np.array([d]))[0]:
+            power_w -= fleet.classes[fleet.cls[d]].charger_w
+        if power_w <= 0:
+            return float("inf")
+        above = fleet.charge_wh[d] - self.rules.cutoff_charge * fleet.battery_wh[d]
         return max(0.0, above * 3600.0 / power_w)
 
-    def _drain(self, log: SessionLog, name: str, seconds: float, power_w: float) -> None:
+    def _drain(self, log: SessionLog, name: str, seconds: float, energy_j: float) -> None:
         setattr(log, f"{name}_s", getattr(log, f"{name}_s") + seconds)
-        log.energy_j += power_w * seconds
-        self.fleet.charge_wh[log.device] -= power_w * seconds / 3600.0  # inf stays inf for mains
+        log.energy_j += energy_j
+        self.fleet.charge_wh[log.device] -= energy_j / 3600.0  # inf stays inf for mains
 
     # --- the server's books ------------------------------------------------------------------------
 
@@ -611,6 +746,7 @@ class Emulator:
             for r in results:
                 self.history.last_loss[r.job.client] = r.loss_first
             step["losses"] = [[r.job.client, float(r.loss_first)] for r in results]
+        # Bytes of the trained model's updates (the proxy's), beside bytes_up of the emulated model.
         payload, self._unrecorded_payload = payload + self._unrecorded_payload, 0
         logs = self._record_sessions(rnd)
         if arrivals:
@@ -618,7 +754,7 @@ class Emulator:
             self._publish()
         self._note(step, recorded=True, published=bool(arrivals))
         row = self._row(rnd, opened, logs, arrivals, not arrivals)
-        row.update(train_loss=train_loss, payload_bytes=payload, aggregation_error=error, **self.strategy.metrics())
+        row.update(train_loss=train_loss, trained_payload_bytes=payload, aggregation_error=error, **self.strategy.metrics())
         last = self.version >= self.rules.rounds if self.strategy.asynchronous else rnd == self.rules.rounds
         if not arrivals or (self.version % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order

@@ -7,6 +7,10 @@ distance between the antennas and a LOS breakpoint beyond which the loss grows w
 max(LOS, NLOS formula), as the standard says, so blocking a path never makes it better. Two textbook models
 round it off: free space (Friis) and log-distance with exponent n.
 
+Whether a device sees its site at all is itself random: TR 38.901 Table 7.4.2-1 gives the probability of a
+line of sight by 2D distance for each scenario. The family names alone ("uma", "umi", "rma") mean that mix:
+each device is LOS or NLOS by its own draw (`los_probability`), and `path_loss_db` takes the draws as `los`.
+
 Units: distances and heights in metres, carrier in GHz, losses in dB. The 3GPP formulas are fitted for
 10 m <= d <= 5 km (10 km for RMa LOS); outside that range they are extrapolated, not clamped.
 """
@@ -18,8 +22,10 @@ from typing import Literal, get_args
 import numpy as np
 
 PathLossModel = Literal[
-    "uma_los", "uma_nlos", "umi_los", "umi_nlos", "rma_los", "rma_nlos", "free_space", "log_distance"
+    "uma", "umi", "rma", "uma_los", "uma_nlos", "umi_los", "umi_nlos", "rma_los", "rma_nlos", "free_space",
+    "log_distance",
 ]
+MIXED_FAMILIES = ("uma", "umi", "rma")  # LOS or NLOS per device, by TR 38.901's LOS probability
 PATH_LOSS_MODELS: tuple[str, ...] = get_args(PathLossModel)
 
 # The 3GPP constants (the 40 pi / 3 of RMa, the breakpoint notes) assume c = 3.0e8 m/s; using the exact value
@@ -45,6 +51,10 @@ UE_HEIGHT_RANGE_M = {"uma": (1.5, 22.5), "umi": (1.5, 22.5), "rma": (1.0, 10.0)}
 # the breakpoint and 6 dB after; devices in a cell of a few km sit before it (about 3.8 km at 3.5 GHz).
 # Log-distance takes the 8 dB of the older macro model used in wireless-FL papers.
 SHADOWING_SIGMA_DB: dict[str, float] = {
+    # A mixed family's sigma is its NLOS one; a device drawn LOS takes the LOS sigma (`shadowing_sigma_db`).
+    "uma": 6.0,
+    "umi": 7.82,
+    "rma": 8.0,
     "uma_los": 4.0,
     "uma_nlos": 6.0,
     "umi_los": 4.0,
@@ -60,6 +70,34 @@ SHADOWING_SIGMA_DB: dict[str, float] = {
 REFERENCE_DISTANCE_M = 1.0
 
 
+def los_probability(family: str, distance_m: np.ndarray | float, ue_height_m: float = 1.5) -> np.ndarray:
+    """Probability of a line of sight at 2D distance `distance_m` (TR 38.901 Table 7.4.2-1, outdoor devices).
+
+    UMi street canyon: 1 up to 18 m, then 18/d + exp(-d/36) (1 - 18/d). UMa: the same with 63 m, times
+    1 + C'(h_UT) 5/4 (d/100)^3 exp(-d/150), where C' = 0 up to 13 m of device height and ((h_UT - 13)/10)^1.5
+    above. RMa: 1 up to 10 m, then exp(-(d - 10)/1000).
+    """
+    d = np.asarray(distance_m, dtype=float)
+    if family == "rma":
+        return np.where(d <= 10.0, 1.0, np.exp(-(d - 10.0) / 1000.0))
+    if family not in ("uma", "umi"):
+        raise ValueError(f"no LOS probability for {family!r}; choose uma, umi or rma")
+    far = np.maximum(d, 18.0)  # keeps 18/d finite; the near branch is 1 anyway
+    scale = 63.0 if family == "uma" else 36.0
+    p = 18.0 / far + np.exp(-far / scale) * (1.0 - 18.0 / far)
+    if family == "uma" and ue_height_m > 13.0:
+        c = ((ue_height_m - 13.0) / 10.0) ** 1.5
+        p = p * (1.0 + c * 1.25 * (far / 100.0) ** 3 * np.exp(-far / 150.0))
+    return np.where(d <= 18.0, 1.0, p)
+
+
+def shadowing_sigma_db(model: str, los: np.ndarray | None = None) -> np.ndarray | float:
+    """The shadowing sigma of each device: a mixed family's LOS sigma where the device is LOS."""
+    if model in MIXED_FAMILIES and los is not None:
+        return np.where(los, SHADOWING_SIGMA_DB[f"{model}_los"], SHADOWING_SIGMA_DB[f"{model}_nlos"])
+    return SHADOWING_SIGMA_DB[model]
+
+
 def path_loss_db(
     model: PathLossModel,
     distance_m: np.ndarray | float,
@@ -67,12 +105,14 @@ def path_loss_db(
     ue_height_m: float = 1.5,
     exponent: float = 3.5,
     bs_height_m: float | None = None,
+    los: np.ndarray | None = None,
 ) -> np.ndarray:
     """Path loss in dB at ground distance `distance_m` (metres, any shape) on a carrier of `carrier_ghz` GHz.
 
     `ue_height_m` and `bs_height_m` (None: the model's default, UMa 25 m, UMi 10 m, RMa 35 m) only matter for
     the 3GPP models; free space and log-distance take `distance_m` as the antenna separation. `exponent` is
-    the n of "log_distance" only.
+    the n of "log_distance" only. A mixed family ("uma", "umi", "rma") needs `los`, each device's draw, of
+    the shape of `distance_m`.
 
     >>> round(float(path_loss_db("uma_nlos", 300.0, 3.5)), 1)
     121.3
@@ -92,15 +132,23 @@ def path_loss_db(
     if model not in PATH_LOSS_MODELS:
         raise ValueError(f"unknown path loss model {model!r}; choose one of {', '.join(PATH_LOSS_MODELS)}")
 
-    family, sight = model.split("_")
+    family, _, sight = model.partition("_")
+    if not sight:
+        if los is None:
+            raise ValueError(f"{model}: give each device's line-of-sight draw (los), or name {model}_los or "
+                             f"{model}_nlos")
+        sight = "mixed"
     low, high = UE_HEIGHT_RANGE_M[family]
     if not low <= ue_height_m <= high:
         raise ValueError(f"{model}: device height {ue_height_m} m is outside the model's {low}-{high} m")
     h_bs = DEFAULT_BS_HEIGHT_M[family] if bs_height_m is None else float(bs_height_m)
     if h_bs <= ue_height_m:
         raise ValueError(f"{model}: base station ({h_bs} m) must stand above the device ({ue_height_m} m)")
-    los, nlos = _FAMILIES[family](d, carrier_ghz, h_bs, ue_height_m)
-    return los if sight == "los" else np.maximum(los, nlos)
+    los_db, nlos_db = _FAMILIES[family](d, carrier_ghz, h_bs, ue_height_m)
+    nlos_db = np.maximum(los_db, nlos_db)
+    if sight == "mixed":
+        return np.where(los, los_db, nlos_db)
+    return los_db if sight == "los" else nlos_db
 
 
 def _free_space_db(d: np.ndarray | float, carrier_ghz: float) -> np.ndarray:

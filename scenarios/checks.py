@@ -140,6 +140,11 @@ def fleet_problems(scenario: Scenario) -> list[Problem]:
                                max(f.spec.memory_gb[1] for f in fits))]
     strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
     if strategy.asynchronous:  # no cohort to fill and no deadline to meet
+        if scenario.network.multicast_download:
+            return [Problem("network.multicast_download", (
+                f"{strategy.name} invites devices a few at a time; a broadcast per cohort would each take the whole "
+                "downlink band at once, so the cells' downlinks would be overstated: set it false, or use a "
+                "synchronous strategy"))]
         return []
     problems = []
     r, can_train = scenario.run, sum(f.devices for f in trainable)
@@ -165,7 +170,7 @@ def shortest_session_s(scenario: Scenario, arch: Architecture, trainable: list[C
     backhaul's latency. Without the adapter's layout, strategies that keep or freeze parts of it, and
     codecs, make the transfers count as nothing but the backhaul latency."""
     t, net = scenario.training, scenario.network
-    steps = 1 if strategy.partial_work else t.local_steps
+    steps = 1 if strategy.partial_work or t.local_time_budget_s else t.local_steps
     fastest = max(f.spec.peak_tflops[1] * 1e12 * f.spec.utilisation for f in trainable)
     compute_s = arch.training_flops_per_token(t.seq_len) * steps * t.batch_size * t.seq_len / fastest
     section = scenario.strategy
@@ -177,8 +182,13 @@ def shortest_session_s(scenario: Scenario, arch: Architecture, trainable: list[C
     tx_dbm = max(f.spec.tx_power_dbm for f in trainable)
     down_s = transfer_s(down_bits, best_rate_bps(scenario, net.downlink_mhz, net.bs_power_dbm, net.downlink_trace))
     up_s = transfer_s(up_bits, best_rate_bps(scenario, net.uplink_mhz, tx_dbm, net.uplink_trace))
-    backhaul_s = net.backhaul_latency_ms / 1e3 + up_bits / (net.backhaul_mbps * 1e6)
-    return compute_s + down_s + up_s + backhaul_s
+    latency_s, backhaul_bps = net.backhaul_latency_ms / 1e3, net.backhaul_mbps * 1e6
+    transfers = []
+    if not all(f.spec.at_site for f in trainable):  # over the radio, then the cell's backhaul
+        transfers.append(down_s + up_s + latency_s + up_bits / backhaul_bps)
+    if any(f.spec.at_site for f in trainable):  # servers at the site: the backhaul both ways
+        transfers.append(2 * latency_s + (down_bits + up_bits) / backhaul_bps)
+    return compute_s + min(transfers)
 
 
 def transfer_s(bits: float, rate_bps: float) -> float:
@@ -194,6 +204,6 @@ def best_rate_bps(scenario: Scenario, band_mhz: float, tx_power_dbm: float, trac
     if trace is not None:
         return float(load_trace(trace.path, trace.format).rates_bps.max())
     net = scenario.network
-    loss = float(path_loss_db(net.path_loss, MIN_DISTANCE_M, net.carrier_ghz))
+    loss = float(path_loss_db(net.path_loss, MIN_DISTANCE_M, net.carrier_ghz, los=np.True_))
     loss -= SHADOWING_SIGMAS * net.shadowing_sigma() + FADING_GAIN_DB
     return float(shannon_rate_bps(band_mhz * 1e6, tx_power_dbm, np.float64(loss), net.noise_figure_db))

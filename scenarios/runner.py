@@ -61,7 +61,7 @@ from fleet.trainer import (
     windows,
     wrap_with_lora,
 )
-from network_models import load_trace
+from network_models import MIXED_FAMILIES, cell_sites, load_trace
 from scenarios.checks import check_scenario, memory_estimate, no_device_fits, target_architecture
 from scenarios.loader import ScenarioError
 from scenarios.schema import CellSiteSection, Scenario
@@ -295,8 +295,9 @@ def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, 
             down[i], up[i] = 4 * n, codec.encoded_bytes(n)
     extra_up, extra_down = strategy.extra_bytes(scenario.run.selected)
     where = np.searchsorted(values, ranks)
+    full = 4 * emulated_values(arch, layout, shared, scenario.model.lora.r, scenario.model.lora.bottleneck)
     return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, down[where] + extra_down,
-                       up[where] + extra_up)
+                       up[where] + extra_up, full + extra_down)
 
 
 def device_ranks(scenario: Scenario, arch: Architecture, fleet: Fleet) -> np.ndarray:
@@ -330,17 +331,27 @@ def build_fleet(scenario: Scenario, num_data_clients: int) -> Fleet:
         layout=net.layout,
         inter_site_m=net.inter_site_m,
         cell_radius_m=net.cell_radius_m,
-        shadowing_sigma_db=net.shadowing_sigma(),
+        path_loss=net.path_loss,
+        shadowing_sigma_db=net.shadowing_db,
         initial_charge=scenario.fleet.initial_charge,
         num_data_clients=num_data_clients,
     )
+
+
+def invitable(fleet: Fleet, ranks: np.ndarray) -> np.ndarray:
+    """Devices a round can ever invite: able to train (memory) and available at some time."""
+    ok = ranks > 0
+    for k, model in enumerate(fleet.availability):
+        members = np.flatnonzero(fleet.cls == k)
+        ok[members] &= model.ever_available(members)
+    return ok
 
 
 def round_rules(scenario: Scenario) -> RoundRules:
     r, f = scenario.run, scenario.fleet
     return RoundRules(r.rounds, r.clients_per_round, r.selected, r.deadline_s, r.policy, r.min_reports,
                       r.eval_every, scenario.training.local_steps, f.min_charge, f.cutoff_charge,
-                      f.only_while_charging, r.reject_norm_factor)
+                      f.only_while_charging, r.reject_norm_factor, scenario.training.local_time_budget_s)
 
 
 def radio(scenario: Scenario) -> Radio:
@@ -349,7 +360,16 @@ def radio(scenario: Scenario) -> Radio:
                  n.noise_figure_db, n.sharing, n.fading, n.rician_k_db, n.outage_snr_db, n.backhaul_mbps * 1e6,
                  n.backhaul_latency_ms / 1e3,
                  *(load_trace(t.path, t.format) if t else None for t in (n.uplink_trace, n.downlink_trace)),
-                 multicast=n.multicast_download, outage_reference_hz=n.outage_reference_mhz * 1e6)
+                 multicast=n.multicast_download, outage_reference_hz=n.outage_reference_mhz * 1e6,
+                 sites=cell_sites(n.cells, n.inter_site_m, n.layout), interference_load=n.interference_load,
+                 interferer_path_loss=interferer_model(n.path_loss))
+
+
+def interferer_model(path_loss: str) -> str:
+    """Paths from other cells' sites: the family's NLOS model (they rarely have a line of sight); the model
+    itself where it has no family."""
+    family = path_loss.split("_")[0]
+    return f"{family}_nlos" if family in MIXED_FAMILIES else path_loss
 
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
@@ -376,8 +396,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     layout = adapter_layout(server_model, lora)
     adapter = get_flat(server_model)
     check_strategy(scenario, strategy, layout)
-    strategy.setup(StrategyContext(layout, population=len(fleet), cohort=scenario.run.clients_per_round,
-                                   seed=scenario.seed))
+    strategy.setup(StrategyContext(layout, population=int(invitable(fleet, ranks).sum()),
+                                   cohort=scenario.run.clients_per_round, seed=scenario.seed))
     compression = scenario.strategy.compression
     codec = build_codec(compression.name, **({"fraction": compression.fraction} if compression.name == "topk" else {}))
     cost = session_cost(scenario, arch, layout, strategy, ranks, codec)
@@ -453,6 +473,7 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         save_adapter(server_model, final, strategy, run_dir / "adapter")
     summary = summarise(scenario, recorder, data, fleet, ranks, arch, cost, memory, layout, wall_start)
     summary.update(asdict(faults))  # host health: faults change no result, so they are only counted
+    summary.update(strategy.accounting())
     if detection is not None:
         found = detection_summary(pd.DataFrame(recorder.rounds_rows), detection, scenario.data.cellsite.target_auroc)
         write_detection(run_dir, detection, found)
@@ -556,6 +577,7 @@ def summarise(scenario: Scenario, recorder: RunRecorder, data: FederatedData, fl
         **full_model_uplink(sessions, arch, cost, len(fleet)),
         "fleet_size": len(fleet),
         "eligible_devices": int((ranks > 0).sum()),
+        "invitable_devices": int(invitable(fleet, ranks).sum()),
         "data_clients": len(data.client_ids),
         "trained_model": scenario.model.path,
         "emulated_model": arch.name,

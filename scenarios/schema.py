@@ -121,10 +121,17 @@ class NetworkSection(Section):
     inter_site_m: float = Field(500.0, gt=0, description="distance between neighbouring sites (urban macro: 500 m)")
     cell_radius_m: float = Field(300.0, ge=50, le=20_000, description="devices lie in a disc of this radius")
     carrier_ghz: float = Field(3.5, gt=0.4, le=100, description="carrier frequency (5G mid band)")
-    path_loss: Literal[PATH_LOSS_MODELS] = Field("uma_nlos", description="path loss model (3GPP TR 38.901 ...)")
+    path_loss: Literal[PATH_LOSS_MODELS] = Field(
+        "uma", description="path loss model (3GPP TR 38.901): uma, umi, rma draw each device's line of sight by "
+        "its distance (Table 7.4.2-1); *_los or *_nlos force one for every device; free_space, log_distance")
     shadowing_db: float | None = Field(
-        None, ge=0, description="log-normal shadowing sigma; None: the path loss model's own (UMa NLOS: 6 dB)"
+        None, ge=0, description="log-normal shadowing sigma; None: the path loss model's own (UMa: 4 dB LOS, "
+        "6 dB NLOS)"
     )
+    interference_load: float = Field(
+        0.5, ge=0, le=1, description="inter-cell interference (frequency reuse 1): the share of time a neighbouring "
+        "cell transmits on the same band; rates use SINR. 0 switches interference off, 1 is the full-buffer worst "
+        "case")
     fading: Literal[FADING_MODELS] = Field("rayleigh", description="block fading, drawn per transfer")
     rician_k_db: float = Field(9.0, description="Rician K-factor when fading is 'rician'")
     sharing: Literal["ofdma", "tdma"] = Field("ofdma", description="how concurrent transfers in a cell share it")
@@ -150,6 +157,7 @@ class NetworkSection(Section):
     downlink_trace: TraceSpec | None = Field(None, description="replay a throughput trace as every downlink")
 
     def shadowing_sigma(self) -> float:
+        """The largest sigma a device can have (a mixed family's is its NLOS one)."""
         return SHADOWING_SIGMA_DB[self.path_loss] if self.shadowing_db is None else self.shadowing_db
 
 
@@ -287,6 +295,10 @@ class TrainingSection(Section):
     batch_size: int = Field(16, ge=1, description="sequences per step")
     seq_len: int = Field(64, ge=8, description="tokens per sequence")
     lr: float = Field(1e-3, gt=0, description="client AdamW learning rate")
+    local_time_budget_s: float | None = Field(
+        None, gt=0, description="heterogeneous local work (FedNova, FedProx): each device trains the steps that fit "
+        "in this many simulated seconds at its own speed, at least 1 and at most local_steps; None: every device "
+        "trains local_steps")
     weight_decay: float = Field(0.0, ge=0)
 
 

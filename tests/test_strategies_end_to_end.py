@@ -47,9 +47,11 @@ def test_strategy_runs_end_to_end(name, tmp_path, ray_local):
     rounds = pd.read_parquet(run / "rounds.parquet")
     assert rounds["version"].iloc[-1] == 2 and np.isfinite(rounds["eval_loss"]).all()
     assert json.loads((run / "summary.json").read_text())["strategy"] == name
+    assert (rounds["completed"].iloc[1:] > 0).all()
+    assert rounds["eval_loss"].iloc[-1] != rounds["eval_loss"].iloc[0]  # the aggregated updates moved the adapter
     assert np.isfinite(rounds["personal_loss"]).all()
-    if name not in ("pwff", "fedsa_lora"):  # no personal part: a device's own model is the global one
-        assert np.allclose(rounds["personal_loss"], rounds["personal_global_loss"])
+    if name in ("pwff", "fedsa_lora"):  # devices evaluate with the personal part they trained
+        assert rounds["personal_loss"].iloc[-1] != rounds["personal_global_loss"].iloc[-1]
     if name == "dp_fedavg":
         assert (rounds["epsilon"].iloc[1:].diff().dropna() > 0).all()
     if name == "flora":

@@ -147,7 +147,14 @@ def test_reduced_run_records_detection(tmp_path, ray_local):
         assert sites[column].between(0, 1).all()
         assert summary[f"detection_{column}"] == pytest.approx(sites[column].mean())
     assert summary["detection_sites"] == len(sites)
-    assert math.isnan(summary["time_to_detection_target_s"]) or summary["time_to_detection_target_s"] >= 0
+    # Not reached: a target counts once the sites' own adapters hold it over the next HOLD (3) evaluated
+    # versions, fewer at the end of the run; with three versions (0, 1, 2) every such window includes the
+    # last, and two rounds of four clients leave it below the scenario's 0.7 (this run: 0.375, 0.82, 0.24).
+    assert summary["detection_target_auroc"] == 0.7 and len(rounds) == 3
+    assert rounds["detection_auroc_personal"].iloc[-1] < 0.7
+    for figure in ("time_to_detection_target_s", "uplink_bytes_to_detection_target",
+                   "downlink_bytes_to_detection_target"):
+        assert math.isnan(summary[figure])
     assert "<h2>Fault detection</h2>" in (out / "report.html").read_text(encoding="utf-8")
 
 

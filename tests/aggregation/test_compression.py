@@ -163,3 +163,34 @@ def test_error_feedback_with_residuals_in_files_sends_the_same(tmp_path):
         assert torch.equal(a, b) and bytes_a == bytes_b
     assert all(torch.equal(ram.residual[c], files.residual[c]) for c in ram.residual.clients().tolist())
     assert [p.name for p in (tmp_path / "residual").iterdir()] == ["block_000000.bin"]
+
+
+# Bytes on the wire worked out by hand (the test above compares encoded_bytes with the codec's own payload).
+HAND_SIZES = [
+    (NoCompression(), 100_000, 400_000),  # 4 B per float32
+    (TopK(0.01), 100_000, 8_000),  # k = ceil(0.01 * 100000) = 1000; 4 B index + 4 B value each
+    (TopK(0.3), 1001, 2_408),  # k = ceil(300.3) = 301; 8 * 301
+    (TopK(0.001), 5, 8),  # at least one entry
+    (Quantize(8), 100_000, 101_564),  # ceil(100000 / 256) = 391 scales of 4 B = 1564, + 1 B per value
+    (Quantize(4), 100_000, 51_564),  # 1564 + 100000 / 2 (two 4-bit codes per byte)
+    (Quantize(8), 257, 265),  # 2 chunks: 8 + 257
+    (Quantize(4), 5, 7),  # 1 scale (4) + ceil(5 / 2) = 3
+    (Quantize(4, chunk=2), 5, 15),  # 3 scales (12) + 3
+]
+
+
+@pytest.mark.parametrize("codec, n, nbytes", HAND_SIZES, ids=lambda v: getattr(v, "name", str(v)))
+def test_payload_bytes_by_hand(codec, n, nbytes):
+    assert codec.encoded_bytes(n) == nbytes
+    assert len(codec.encode(vector(n, seed=1))) == nbytes
+
+
+def test_eight_bit_and_topk_payloads_by_hand():
+    codec = Quantize(8, chunk=4)
+    payload = codec.encode(torch.tensor([127.0, -63.6, 0.0, 1.4]))
+    # scale 127 / 127 = 1; codes round(127, -63.6, 0, 1.4) = (127, -64, 0, 1); int8 bytes 0x7F, 0xC0, 0x00, 0x01
+    assert payload == struct.pack("<f", 1.0) + bytes([0x7F, 0xC0, 0x00, 0x01])
+    assert torch.equal(codec.decode(payload, 4), torch.tensor([127.0, -64.0, 0.0, 1.0]))
+    # top-2 of five: indices 1 and 2 ascending as uint32, then their float32 values
+    payload = TopK(0.4).encode(torch.tensor([0.1, -5.0, 3.0, 0.2, -0.05]))
+    assert payload == struct.pack("<2I2f", 1, 2, -5.0, 3.0)

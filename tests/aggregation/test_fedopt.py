@@ -95,3 +95,29 @@ def test_untouched_coordinates_stay_put_and_setup_resets(name):
 def test_invalid_parameters(name, bad):
     with pytest.raises(ValueError, match=f"{name}: {next(iter(bad))}"):
         build_strategy(name, **bad)
+
+
+# The second step of the three tests above, as decimal literals worked out by hand (the tests above check
+# m_2 and v_2 as literals but rebuild x_2 with the update formula). Default parameters (Flower's), x_0 = 0.
+SECOND_STEP = [
+    # FedAdam: x_1 = (0.1, -0.1, 0); m_2 = (0.28, 0.01, 0.3), v_2 = (0.0496, 0.0199, 0.09);
+    # x_2 = x_1 + 0.1 m_2 / sqrt(v_2): 0.1 + 0.028 / 0.2227106 = 0.2257237, -0.1 + 0.001 / 0.1410674 = -0.0929112,
+    # 0.03 / 0.3 = 0.1
+    ("fedadam", [[2.0, -1.0, 0.0]], [[4.0, 4.0, 0.0], [0.0, 0.0, 4.0]], [1, 3],
+     [0.2257237114, -0.0929111879, 0.1]),
+    # FedYogi: x_1 = 0.01 (0.2 / 0.201, -0.1 / 0.101) = (0.0099502488, -0.0099009901); m_2 = (0.19, 0.21),
+    # v_2 = (0.0399, 0.1); x_2 = x_1 + 0.01 m_2 / (sqrt(v_2) + 0.001):
+    # 0.0099502488 + 0.0019 / 0.2007490 = 0.0194147642, -0.0099009901 + 0.0021 / 0.3172278 = -0.0032811408
+    ("fedyogi", [[2.0, -1.0]], [[0.1, 3.0]], [1], [0.0194147642, -0.0032811408]),
+    # FedAdagrad: x_1 = (0.01, -0.01); m_2 = (0.28, 0.01), v_2 = (5, 2);
+    # x_2 = 0.01 + 0.028 / sqrt(5) = 0.0225219807, -0.01 + 0.001 / sqrt(2) = -0.0092928932
+    ("fedadagrad", [[2.0, -1.0]], [[1.0, 1.0]], [1], [0.0225219807, -0.0092928932]),
+]
+
+
+@pytest.mark.parametrize("name, first, second, counts, expected", SECOND_STEP, ids=[c[0] for c in SECOND_STEP])
+def test_second_step_against_decimal_literals(name, first, second, counts, expected):
+    s = built(name)
+    x1 = s.aggregate(torch.zeros(len(expected)), 0, [update(0, d) for d in first])
+    x2 = s.aggregate(x1, 1, [update(k, d, n) for k, (d, n) in enumerate(zip(second, counts))])
+    np.testing.assert_allclose(x2.numpy(), expected, rtol=1e-6, atol=0)

@@ -149,3 +149,42 @@ def test_fedit_is_not_exact(seed, k):
     x, updates = clients(lay, [4] * k, seed)
     out = build_strategy("fedavg").aggregate(x, 0, updates)
     assert relative_error(lay.products(out.double()), ideal(lay, x, updates)) > 1e-3
+
+
+def test_fedit_aggregation_noise_by_hand():
+    # One 1x1 module: flat (A, B). Clients from x = 0: (A_1, B_1) = (1, 2) with n = 1, (A_2, B_2) = (3, 4) with
+    # n = 3, so p = (1/4, 3/4). FedIT: mean A = 0.25 + 2.25 = 2.5, mean B = 0.5 + 3 = 3.5, product 8.75. Ideal:
+    # 0.25 * 2 + 0.75 * 12 = 9.5. Noise -0.75 = cross terms p_1 p_2 (B_1 A_2 + B_2 A_1) = 0.1875 * (6 + 4) = 1.875
+    # minus sum_k p_k (1 - p_k) B_k A_k = 0.1875 * (2 + 12) = 2.625.
+    lay = layout([(1, 1)], rank=1)
+    ups = [ClientUpdate(0, torch.tensor([1.0, 2.0]), 1, 0, 1), ClientUpdate(1, torch.tensor([3.0, 4.0]), 3, 0, 1)]
+    out = build_strategy("fedavg").aggregate(torch.zeros(2), 0, ups)
+    assert out.tolist() == [2.5, 3.5]
+    assert float(lay.products(out.double())[0]) == 8.75  # 9.5 - 0.75
+
+
+@CASES
+@given(modules=modules, r=st.integers(1, 8), k=st.integers(2, 5), seed=seeds)
+def test_fedit_error_is_the_aggregation_noise_identity(modules, r, k, seed):
+    # REFERENCE.md section 1: mean(B) mean(A) = sum_k p_k^2 B_k A_k + sum_{k != j} p_k p_j B_k A_j, so FedIT's
+    # product minus the ideal is sum_{k != j} p_k p_j B_k A_j - sum_k p_k (1 - p_k) B_k A_k. The right side is
+    # summed pair by pair in float64 from each client's factors; FedAvg runs in float64 here too.
+    lay = layout(modules, r)
+    x, updates = clients(lay, [r] * k, seed)
+    x = x.double()
+    updates = [ClientUpdate(u.client, u.delta.double(), u.num_samples, 0, 1, u.rank) for u in updates]
+    out = build_strategy("fedavg").aggregate(x, 0, updates)
+    n = [u.num_samples for u in updates]
+    p = [nk / sum(n) for nk in n]
+    fedit, ideal_products = lay.products(out), ideal(lay, x, updates)
+    for m, pair in enumerate(lay.pairs):
+        a = [pair.a.view(x + u.delta) for u in updates]
+        b = [pair.b.view(x + u.delta) for u in updates]
+        noise = torch.zeros_like(ideal_products[m])
+        for i in range(k):
+            noise -= p[i] * (1 - p[i]) * (b[i] @ a[i])
+            for j in range(k):
+                if j != i:
+                    noise += p[i] * p[j] * (b[i] @ a[j])
+        scale = float(ideal_products[m].abs().max()) + 1.0
+        torch.testing.assert_close(fedit[m] - ideal_products[m], noise, rtol=0, atol=1e-12 * scale)

@@ -40,7 +40,8 @@ def sessions(devices: int, per_round: int, asynchronous: bool, battery: bool) ->
                 "t_end": t_start + download_s + train_s + upload_s + (0.05 if done else 0.0),
                 "outcome": outcome, "phase": "done" if done else ("download" if train_s == 0 else "train"),
                 "download_s": download_s, "train_s": train_s, "upload_s": upload_s,
-                "bytes_down": 50, "bytes_up": 25 if done else 0, "bytes_down_air": 50.0, "energy_j": 1.0,
+                "bytes_down": 50, "bytes_up": 25 if done else 0, "bytes_down_air": 50.0,
+                "bytes_up_air": 25 if done else 0, "energy_j": 1.0,
                 "uplink_mbps": 10.0, "downlink_mbps": 20.0, "steps": 8,
                 "staleness": (int(rng.integers(0, 4)) if asynchronous else 0) if done else -1,
                 "charge_start": 0.8 if phone and battery else np.nan,
@@ -62,7 +63,7 @@ def rounds_frame(loss: list[float] | None, battery: bool) -> pd.DataFrame:
         "stale": 0, "abandoned": False, "bytes_up": BYTES_UP, "bytes_down": BYTES_DOWN, "energy_j": ENERGY_J,
         "staleness_mean": 0.0, "staleness_max": 0, "eval_loss": loss, "eval_ppl": np.exp(loss),
         "personal_loss": np.add(loss, 0.1), "personal_global_loss": np.add(loss, 0.2), "train_loss": nan,
-        "payload_bytes": 25.0, "aggregation_error": "",
+        "trained_payload_bytes": 25.0, "aggregation_error": "",
     })
     if battery:
         frame["charge_phone"] = np.linspace(0.8, 0.7, n)

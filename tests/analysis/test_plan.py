@@ -117,6 +117,7 @@ def test_per_day_figures_scale_the_emulated_totals():
         "cell": [0, 0, 1, 0, 1],
         "outcome": ["completed", "completed", "offline", "completed", "missed_deadline"],
         "bytes_up": [1e9, 0.5e9, 0.0, 0.0, 0.25e9],
+        "bytes_up_air": [1e9, 0.5e9, 0.0, 0.0, 0.25e9],
         "bytes_down_air": [2e9, 1e9, 1e9, 0.0, 0.5e9],
         "energy_j": [3600.0, 3600.0, 3600.0, 7200.0, 0.0],
         "charge_start": [0.9, 0.8, 0.7, nan, nan],

@@ -59,6 +59,16 @@ def test_summary_participation_and_saving_against_full_model(make_run):
     assert table["uplink bytes saved against full-model fine-tuning"] == "9,000 (9 kB)"  # 10 x 1000 - 1000
 
 
+def test_summary_says_what_the_privacy_accountant_assumed(make_run):
+    table = rows(make_run(invitable_devices=120, dp_population=120, dp_sampling_rate=10 / 120,
+                          dp_sampling="poisson (approximation of fixed-size cohorts)"))
+    assert table["devices that can be invited (memory, ever available)"] == "120"
+    assert table["privacy accounting: population sampled from"] == "120"
+    assert table["privacy accounting: sampling rate (cohort / population)"] == "0.08333"
+    assert table["privacy accounting: sampling assumed"].startswith("poisson")
+    assert "privacy accounting: population sampled from" not in rows(make_run("plain"))
+
+
 def segments_of(fig, phase) -> set:
     trace = next(t for t in fig.data if t.name == phase)
     x, y = list(trace.x), list(trace.y)

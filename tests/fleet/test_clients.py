@@ -112,3 +112,59 @@ def test_state_in_files_gives_the_same_updates(tmp_path):
         assert torch.equal(files.personal_part(device), ram.personal_part(device))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.bin")) == [
         "state/personal/block_000000.bin", "state/residual/block_000000.bin"]
+
+
+# Partial aggregation end to end on the device and the server, worked out by hand (REFERENCE.md section 1).
+# One module, A (1 x 2) and B (2 x 1), then a bottleneck adapter of 2 entries: flat (a1, a2, b1, b2, u1, u2).
+SMALL = AdapterLayout.from_shapes(
+    [("m.lora_A.default.weight", (1, 2)), ("m.lora_B.default.weight", (2, 1)), ("m.adapter.weight", (2,))],
+    rank=1, scaling=1.0,
+)
+SMALL_START = torch.tensor([1.0, 2.0, 0.0, 0.0, 0.0, 0.0])  # A_0 = (1, 2), B_0 = 0, adapter 0
+
+
+def small_round(name, deltas, counts, **params):
+    """One round of two clients through their ClientSide and the server: (strategy, side, next global, bytes)."""
+    strategy = build_strategy(name, **params)
+    strategy.setup(StrategyContext(SMALL))
+    side = ClientSide(SMALL, strategy, SMALL_START.clone(), 0, Attack(), np.zeros(4, bool))
+    sent = [side.send(TrainResult(TrainJob(k, 0, 1, 0, steps=2), torch.tensor(d), n, 1.0, 0.5), ClientConfig(), n)
+            for k, (d, n) in enumerate(zip(deltas, counts))]
+    out = strategy.aggregate(SMALL_START.clone(), 0, [u for u, _ in sent])
+    return strategy, side, out, [nbytes for _, nbytes in sent]
+
+
+def test_ffa_lora_round_by_hand_is_exact():
+    # p = (1/4, 3/4). The clients' A deltas are not sent (A is frozen; here the devices even moved it).
+    # B = 1/4 (2, 0) + 3/4 (0, 4) = (0.5, 3); adapter = 1/4 (4, 0) + 3/4 (0, 4) = (1, 3); A stays (1, 2).
+    deltas = [[0.5, 0.5, 2.0, 0.0, 4.0, 0.0], [1.0, 1.0, 0.0, 4.0, 0.0, 4.0]]
+    _, _, out, nbytes = small_round("ffa_lora", deltas, [1, 3])
+    assert out.tolist() == [1.0, 2.0, 0.5, 3.0, 1.0, 3.0]
+    # B A_0 = [[0.5, 1], [3, 6]] = 1/4 [[2, 4], [0, 0]] + 3/4 [[0, 0], [4, 8]] = sum_k p_k B_k A_0: exact
+    assert SMALL.products(out)[0].tolist() == [[0.5, 1.0], [3.0, 6.0]]
+    assert nbytes == [16, 16]  # B and the adapter: 4 float32 values
+
+
+def test_fedsa_lora_round_by_hand():
+    # A shared: (1, 2) + 1/4 (2, 0) + 3/4 (0, 4) = (1.5, 5); B personal: each device keeps B_0 + its delta,
+    # (1, 1) and (5, -1), and the server's B stays B_0 = 0; the adapter is shared: (1, 3).
+    deltas = [[2.0, 0.0, 1.0, 1.0, 4.0, 0.0], [0.0, 4.0, 5.0, -1.0, 0.0, 4.0]]
+    _, side, out, nbytes = small_round("fedsa_lora", deltas, [1, 3])
+    assert out.tolist() == [1.5, 5.0, 0.0, 0.0, 1.0, 3.0]
+    assert side.start(0, out).tolist() == [1.5, 5.0, 1.0, 1.0, 1.0, 3.0]
+    assert side.start(1, out).tolist() == [1.5, 5.0, 5.0, -1.0, 1.0, 3.0]
+    # the client's model: its own B times the global A, B_1 A = [[1.5, 5], [1.5, 5]]
+    assert SMALL.products(side.start(0, out))[0].tolist() == [[1.5, 5.0], [1.5, 5.0]]
+    assert nbytes == [16, 16]  # A and the adapter
+
+
+def test_pwff_round_by_hand():
+    # The adapter is shared: 1/4 (4, 0) + 3/4 (0, 4) = (1, 3); A and B stay on the devices; the proximal mu
+    # travels in the config.
+    deltas = [[2.0, 0.0, 1.0, 1.0, 4.0, 0.0], [0.0, 4.0, 5.0, -1.0, 0.0, 4.0]]
+    strategy, side, out, nbytes = small_round("pwff", deltas, [1, 3], mu=0.3)
+    assert out.tolist() == [1.0, 2.0, 0.0, 0.0, 1.0, 3.0]
+    assert side.start(0, out).tolist() == [3.0, 2.0, 1.0, 1.0, 1.0, 3.0]
+    assert side.start(1, out).tolist() == [1.0, 6.0, 5.0, -1.0, 1.0, 3.0]
+    assert nbytes == [8, 8]  # the adapter only
+    assert strategy.configure(0, 1) == ClientConfig(prox_mu=0.3)

@@ -54,7 +54,7 @@ class ListSink:
 def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, flops=5e11, policy="deadline",
             fading="none", selector=None, min_charge=0.2, cutoff=0.1, overrides=None, uplink_trace=None,
             multicast=False, strategy=None, uplink_hz=20e6, host=None, sink=None, reject_norm_factor=10.0,
-            min_reports=2):
+            min_reports=2, local_time_budget_s=None, outage_snr_db=-10.0, ranks=None, cost=None):
     fleet = sample_fleet(seed, 300, classes or {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3,
                          cell_radius_m=250, shadowing_sigma_db=6, initial_charge=(0.5, 1.0), num_data_clients=50,
                          overrides=overrides)
@@ -67,11 +67,11 @@ def emulate(deadline_s=600.0, rounds=3, k=5, selected=7, classes=None, seed=0, f
         seed=seed, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(rounds, k, selected, deadline_s, policy, min_reports=min_reports, eval_every=1,
                          local_steps=4, min_charge=min_charge, cutoff_charge=cutoff, only_while_charging=False,
-                         reject_norm_factor=reject_norm_factor),
-        radio=Radio("uma_nlos", 3.5, uplink_hz, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, -10.0, 1e9, 0.005, uplink_trace,
-                    multicast=multicast),
-        cost=SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
-        adapter=torch.zeros(P), strategy=strategy, clients=clients, host=host, sink=sink,
+                         reject_norm_factor=reject_norm_factor, local_time_budget_s=local_time_budget_s),
+        radio=Radio("uma_nlos", 3.5, uplink_hz, 20e6, 46.0, 7.0, "ofdma", fading, 9.0, outage_snr_db, 1e9, 0.005,
+                    uplink_trace, multicast=multicast),
+        cost=cost or SessionCost(flops, 4 * P, 4 * P), selector=selector or Uniform(),
+        adapter=torch.zeros(P), strategy=strategy, clients=clients, host=host, sink=sink, ranks=ranks,
     )
     final = emulator.run()
     return fleet, start_charge, host, sink, final
@@ -124,15 +124,34 @@ def test_hazards_end_long_sessions_with_their_reason():
 
 
 def test_battery_cutoff_stops_training_at_the_threshold():
-    # Phones with tiny batteries (0.05 Wh) reach the 10% cutoff within seconds of training at 4.5 W.
-    overrides = {"flagship_phone": {"battery_wh": (0.05, 0.05), "failures_per_hour": 0.0}}
+    # Phones with tiny batteries (0.05 Wh), never on a charger, reach the 10% cutoff within seconds of training
+    # at 4.5 W.
+    overrides = {"flagship_phone": {"battery_wh": (0.05, 0.05), "failures_per_hour": 0.0,
+                                    "availability": {"kind": "always_on"}}}
     fleet, _, _, sink, _ = emulate(classes={"flagship_phone": 1.0}, flops=1e14, overrides=overrides, min_charge=0.0,
                                    rounds=1)
     drained = [s for s in sink.sessions_rows if s["outcome"] == "battery"]
     assert len(drained) == 7
     ids = [s["device"] for s in drained]
-    # charged_wh: what the charger put back after the session ended, it being night
-    np.testing.assert_allclose(fleet.charge_wh[ids] - fleet.charged_wh[ids], 0.1 * 0.05, rtol=1e-9)
+    assert fleet.charged_wh[ids].sum() == 0
+    np.testing.assert_allclose(fleet.charge_wh[ids], 0.1 * 0.05, rtol=1e-9)
+
+
+def test_a_plugged_in_phone_drains_only_what_its_charger_does_not_cover():
+    # t = 0 is midnight: the phones are on their chargers. 15 W of charger against 4.5 W of training: the
+    # battery never falls, so no session may stop for it, however small the battery.
+    tiny = {"battery_wh": (0.05, 0.05), "failures_per_hour": 0.0}
+    _, _, _, sink, _ = emulate(classes={"flagship_phone": 1.0}, flops=1e14, min_charge=0.0, rounds=1,
+                               overrides={"flagship_phone": tiny}, deadline_s=3600.0)
+    assert not [s for s in sink.sessions_rows if s["outcome"] == "battery"]
+    # A 2 W charger leaves 2.5 W of the 4.5 W load to the battery: from a charge c (fraction) it lasts
+    # (c - 0.1) x 0.05 Wh x 3600 s/h / 2.5 W of training (the adapter's transfers take milliseconds).
+    _, _, _, sink, _ = emulate(classes={"flagship_phone": 1.0}, flops=1e14, min_charge=0.0, rounds=1,
+                               overrides={"flagship_phone": {**tiny, "charger_w": 2.0}})
+    drained = [s for s in sink.sessions_rows if s["outcome"] == "battery"]
+    assert len(drained) == 7
+    for s in drained:
+        assert s["train_s"] == pytest.approx((s["charge_start"] - 0.1) * 0.05 * 3600 / 2.5, rel=1e-3)
 
 
 def test_k_fastest_waits_without_deadline():
@@ -382,3 +401,105 @@ def test_secure_aggregation_is_not_screened():
     assert not sessions["outcome"].str.startswith("rejected").any()
     huge = sessions[(sessions["outcome"] == "completed") & (sessions["device"] % 6 == 1)]
     assert len(huge) > 0 and final.max() > 0.1  # more than any mean of honest deltas (at most 0.03 a round)
+
+
+def test_radio_energy_is_the_integral_of_power_over_the_rates_each_transfer_had():
+    # A linear radio (never at its bound) draws base x air time + slope x bits, whatever the rate did while
+    # others joined and left the band (REFERENCE.md section 6): 0.5 W + 0.1 W per Mb/s.
+    from network_models import RadioPower
+
+    linear = {"radio_up": RadioPower(0.5, 0.1, 1e6), "radio_down": RadioPower(0.5, 0.1, 1e6),
+              "failures_per_hour": 0.0}
+    _, _, _, sink, _ = emulate(classes={"iot_gateway": 1.0}, overrides={"iot_gateway": linear}, rounds=2,
+                               selected=12, k=12)
+    done = [s for s in sink.sessions_rows if s["outcome"] == "completed"]
+    assert len(done) >= 12
+    for s in done:
+        radio_j = s["energy_j"] - 9.0 * s["train_s"]  # the gateway's compute draws 9 W
+        bits = 8 * (s["bytes_down"] + s["bytes_up"])
+        assert radio_j == pytest.approx(0.5 * (s["download_s"] + s["upload_s"]) + 0.1 * bits / 1e6, rel=1e-9)
+        # Recorded rates are what each transfer got: its bits over its air time.
+        assert s["downlink_mbps"] == pytest.approx(8 * s["bytes_down"] / s["download_s"] / 1e6, rel=1e-9)
+        assert s["uplink_mbps"] == pytest.approx(8 * s["bytes_up"] / s["upload_s"] / 1e6, rel=1e-9)
+
+
+def test_servers_at_the_site_use_the_backhaul_not_the_radio():
+    _, _, _, sink, _ = emulate(classes={"mec_t4": 0.5, "flagship_phone": 0.5}, rounds=2)
+    mec = [s for s in sink.sessions_rows if s["device_class"] == "mec_t4" and s["outcome"] == "completed"]
+    assert mec
+    for s in mec:
+        # 5 ms of latency plus 32,000 bits at 1 Gb/s each way; no radio, so all energy is the T4's 70 W
+        assert s["download_s"] == pytest.approx(0.005 + 32_000 / 1e9)
+        assert s["upload_s"] == pytest.approx(0.005 + 32_000 / 1e9)
+        assert s["energy_j"] == pytest.approx(70.0 * s["train_s"])
+        assert s["bytes_up_air"] == 0 and s["bytes_down_air"] == 0
+    phones = [s for s in sink.sessions_rows if s["device_class"] == "flagship_phone"]
+    assert phones and all(s["bytes_up_air"] == s["bytes_up"] for s in phones)
+    assert all(s["bytes_down_air"] == s["bytes_down"] for s in phones)
+
+
+def test_a_local_time_budget_gives_each_device_the_steps_that_fit():
+    # Flagships train at 2-4 TFLOP/s x 0.15, low-end phones at 0.2-0.5 x 0.10: with 4 steps of 2e12 FLOPs
+    # (5e11 a step) a flagship needs 0.8-1.7 s a step, a low-end phone 10-25 s. In a 20 s budget flagships
+    # train all 4 steps, low-end phones 1 or 2 (never fewer than one).
+    kwargs = dict(classes={"flagship_phone": 0.5, "low_end_phone": 0.5}, flops=2e12, deadline_s=600.0, rounds=2,
+                  k=10, selected=14)
+    fleet, _, _, sink, _ = emulate(local_time_budget_s=20.0, **kwargs)
+    for s in sink.sessions_rows:
+        if s["outcome"] != "completed":
+            continue
+        step_s = 5e11 / fleet.flops[s["device"]]
+        assert s["steps"] == min(4, max(1, int(20.0 // step_s)))
+        assert s["train_s"] == pytest.approx(s["steps"] * step_s)
+    steps = {s["steps"] for s in sink.sessions_rows if s["outcome"] == "completed"}
+    assert 4 in steps and steps & {1, 2}
+
+
+def test_fednova_differs_from_fedavg_only_under_heterogeneous_local_work():
+    # Deltas that grow less than the steps (the first steps move most, as near a minimum): 0.01 x sqrt(tau).
+    # With every tau equal FedNova is FedAvg; with a local time budget the taus differ and so do the rules.
+    class SqrtHost(FakeHost):
+        def train(self, job, start, base_delta):
+            self.trained.append(job)
+            return TrainResult(job, torch.full((P,), 0.01 * job.steps ** 0.5), 100, 2.0, 1.0)
+
+    kwargs = dict(classes={"flagship_phone": 0.5, "low_end_phone": 0.5}, flops=2e12, deadline_s=600.0, rounds=1,
+                  k=10, selected=14)
+    runs = {}
+    for budget in (None, 20.0):
+        for name in ("fedavg", "fednova"):
+            host, sink = SqrtHost(), ListSink()
+            runs[name, budget] = emulate(strategy=build_strategy(name), local_time_budget_s=budget, host=host,
+                                         sink=sink, **kwargs)
+    assert torch.equal(runs["fedavg", None][4], runs["fednova", None][4])
+    sessions = [s for s in runs["fednova", 20.0][3].sessions_rows if s["outcome"] == "completed"]
+    tau = np.array([s["steps"] for s in sessions], dtype=float)
+    assert len(set(tau)) > 1
+    # Equal sample counts, p_k = 1/K. FedAvg: mean(0.01 sqrt(tau)); FedNova: mean(tau) x mean(0.01 / sqrt(tau)).
+    fedavg, fednova = 0.01 * np.mean(np.sqrt(tau)), np.mean(tau) * np.mean(0.01 / np.sqrt(tau))
+    assert float(runs["fedavg", 20.0][4][0]) == pytest.approx(fedavg, rel=1e-5)
+    assert float(runs["fednova", 20.0][4][0]) == pytest.approx(fednova, rel=1e-5)
+    assert fednova > fedavg * 1.01
+
+
+def test_stacked_downloads_do_not_shrink_with_the_receivers_rank():
+    # A strategy that ships stacked factors (FLoRA) sends every device the same stack: twice the full-rank
+    # adapter here, whatever rank the device trains at.
+    class Stacking(type(build_strategy("fedavg"))):
+        def download_values(self):
+            return 2 * self.layout.size
+
+    ranks = np.where(np.arange(300) % 2 == 0, 8, 2)
+    bytes_down = np.where(ranks == 8, 4 * P, P)
+    cost = SessionCost(5e11, bytes_down, bytes_down, bytes_down_full_rank=4 * P)
+    _, _, _, sink, _ = emulate(strategy=Stacking(), ranks=ranks, cost=cost, rounds=2)
+    later = [s for s in sink.sessions_rows if s["round"] == 2 and s["outcome"] == "completed"]
+    assert {ranks[s["device"]] for s in later} == {2, 8}
+    assert all(s["bytes_down"] == 2 * 4 * P for s in later)
+
+
+def test_an_asynchronous_server_that_can_never_receive_an_update_stops_with_the_reason():
+    from fleet.emulator import EmulationStalled
+
+    with pytest.raises(EmulationStalled, match="link_outage"):
+        emulate(strategy=build_strategy("fedasync", concurrency=5), outage_snr_db=200.0, rounds=2)

@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from network_models import PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, path_loss_db
+from network_models import PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, los_probability, path_loss_db, shadowing_sigma_db
 from network_models.pathloss import _effective_breakpoint_m
 
-THREEGPP = [m for m in PATH_LOSS_MODELS if m.split("_")[0] in ("uma", "umi", "rma")]
 
 
 def test_worked_example_and_every_model_is_listed():
@@ -69,13 +68,62 @@ def test_rma_los_is_near_continuous_at_its_breakpoint():
     assert abs(below - above) < 0.05  # PL1(d_BP) is taken at d_BP, the 40 log10 term at the 3D distance
 
 
-@pytest.mark.parametrize("family", ["uma", "umi", "rma"])
-def test_nlos_never_beats_los(family):
-    d = np.geomspace(10, 5000, 200)
-    for f in (0.7, 3.5, 28.0):
-        los, nlos = path_loss_db(f"{family}_los", d, f), path_loss_db(f"{family}_nlos", d, f)
-        assert (nlos >= los).all()
-        assert (np.diff(los) > 0).all() and (np.diff(nlos) > 0).all()
+def test_nlos_takes_the_los_value_where_its_own_formula_is_lower():
+    """TR 38.901 defines PL_NLOS = max(PL_LOS, PL'_NLOS). RMa at 10 m, 3.5 GHz, h_UT 1.5 m, worked by hand:
+    d3D = sqrt(10^2 + 33.5^2) = 34.96 m;
+    PL1 = 20 log10(40 pi 34.96 x 3.5 / 3) + 0.03 x 5^1.72 log10(34.96) - 0.044 x 5^1.72 + 0.002 log10(5) 34.96
+        = 74.19 + 0.738 - 0.701 + 0.049 = 74.28 dB;
+    PL'_NLOS = 161.04 - 7.1 log10(20) + 7.5 log10(5) - (24.37 - 3.7 (5/35)^2) log10(35)
+             + (43.42 - 3.1 log10(35)) (log10(34.96) - 3) + 20 log10(3.5) - (3.2 log10(17.625)^2 - 4.97)
+             = 161.04 - 9.24 + 5.24 - 37.51 - 56.26 + 10.88 + 0.00 = 74.16 dB, below PL1: so NLOS is 74.28."""
+    assert path_loss_db("rma_los", 10.0, 3.5) == pytest.approx(74.28, abs=0.01)
+    assert path_loss_db("rma_nlos", 10.0, 3.5) == pytest.approx(74.28, abs=0.01)
+    # At 1 km its own formula is far above LOS (hand: 122.1 dB; test_formulas_by_hand has the terms).
+    assert path_loss_db("rma_nlos", 1000.0, 3.5) - path_loss_db("rma_los", 1000.0, 3.5) > 10.0
+
+
+# TR 38.901 Table 7.4.2-1 evaluated by hand at h_UT = 1.5 m unless stated.
+@pytest.mark.parametrize(
+    "family, d, expected",
+    [
+        ("uma", 10.0, 1.0),
+        ("uma", 18.0, 1.0),
+        ("uma", 100.0, 0.18 + math.exp(-100 / 63) * 0.82),  # 0.18 + 0.2045 x 0.82 = 0.3477
+        ("uma", 300.0, 0.06 + math.exp(-300 / 63) * 0.94),  # 0.06 + 0.00856 x 0.94 = 0.0680
+        ("umi", 100.0, 0.18 + math.exp(-100 / 36) * 0.82),  # 0.18 + 0.0622 x 0.82 = 0.2310
+        ("umi", 18.0, 1.0),
+        ("rma", 10.0, 1.0),
+        ("rma", 1010.0, math.exp(-1.0)),  # 0.3679
+    ],
+)
+def test_los_probability_by_hand(family, d, expected):
+    assert los_probability(family, d) == pytest.approx(expected, rel=1e-12)
+
+
+def test_los_probability_published_points_and_height():
+    assert los_probability("uma", 100.0) == pytest.approx(0.3477, abs=5e-5)
+    assert los_probability("umi", 100.0) == pytest.approx(0.2310, abs=5e-5)
+    # UMa, device at 23 m: C' = ((23 - 13) / 10)^1.5 = 1; at 100 m the factor is 1 + 1.25 x 1 x exp(-2/3) = 1.6418
+    assert los_probability("uma", 100.0, ue_height_m=23.0) == pytest.approx(0.3477 * 1.6418, abs=1e-4)
+    # A higher device changes nothing below 13 m (C' = 0).
+    assert los_probability("uma", 100.0, ue_height_m=12.0) == los_probability("uma", 100.0)
+    with pytest.raises(ValueError, match="LOS probability"):
+        los_probability("free", 100.0)
+
+
+def test_mixed_family_uses_each_devices_draw():
+    d = np.array([100.0, 100.0, 300.0])
+    los = np.array([True, False, False])
+    mixed = path_loss_db("uma", d, 3.5, los=los)
+    # 100 m LOS before the 560 m breakpoint: 28 + 22 log10(sqrt(100^2 + 23.5^2)) + 20 log10(3.5) = 83.14 dB;
+    # 300 m NLOS is the worked example's 121.3 dB.
+    assert mixed[0] == pytest.approx(83.14, abs=0.01)
+    assert mixed[2] == pytest.approx(121.3, abs=0.05)
+    assert mixed[1] > mixed[0] + 10
+    with pytest.raises(ValueError, match="line-of-sight"):
+        path_loss_db("uma", d, 3.5)
+    assert shadowing_sigma_db("uma", los).tolist() == [4.0, 6.0, 6.0]
+    assert shadowing_sigma_db("umi_nlos") == 7.82
 
 
 def test_device_height_and_base_station_height():
@@ -111,9 +159,10 @@ def test_free_space_and_log_distance():
 @pytest.mark.parametrize("model", PATH_LOSS_MODELS)
 def test_vectorised_over_any_shape(model):
     d = np.linspace(20, 900, 12).reshape(3, 4)
-    loss = path_loss_db(model, d, 3.5)
+    los = np.arange(12).reshape(3, 4) % 2 == 0
+    loss = path_loss_db(model, d, 3.5, los=los)
     assert loss.shape == (3, 4)
-    assert loss[1, 2] == pytest.approx(path_loss_db(model, d[1, 2], 3.5))
+    assert loss[1, 2] == pytest.approx(path_loss_db(model, d[1, 2], 3.5, los=los[1, 2]))
 
 
 def test_rejects_unknown_model_and_bad_carrier():

@@ -1,15 +1,13 @@
 """Property test of the trace parsers with hypothesis: any bytes give a valid RateTrace or a ValueError.
 
-Skipped where hypothesis is not installed; test_traces.py holds a seeded fuzz that always runs.
+hypothesis is in the test extras (pip install -e .[test]); test_traces.py also holds a seeded fuzz.
 """
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from network_models import parse_mahimahi, parse_two_column  # noqa: E402
+from network_models import parse_mahimahi, parse_two_column
 
 PARSERS = pytest.mark.parametrize("parse", [parse_mahimahi, parse_two_column])
 FAST = settings(max_examples=150, deadline=None)

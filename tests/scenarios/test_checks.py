@@ -143,9 +143,15 @@ def test_deadline_bound_counts_compute_and_links():
     tree = {"model": {"emulate": "Llama-3.2-1B"}, "fleet": {"size": 50, "classes": [{"name": "mec_t4", "fraction": 1}]}}
     check_scenario(parse_scenario({**tree, "run": {"deadline_s": compute_s + 1}}))
     assert "run.deadline_s" in check_message({**tree, "run": {"deadline_s": compute_s}})  # links take time too
-    # a 10 kHz uplink carries at most a few hundred kb/s: the upload alone takes minutes
-    assert "run.deadline_s" in check_message({**tree, "run": {"deadline_s": compute_s + 1},
-                                              "network": {"uplink_mhz": 0.01}})
+    # The servers stand at their sites and use the backhaul, not the radio: a 10 kHz uplink changes nothing,
+    # while a 10 Mb/s backhaul takes 2 x 22.5 MB x 8 / 10 Mb/s = 36 s.
+    check_scenario(parse_scenario({**tree, "run": {"deadline_s": compute_s + 1}, "network": {"uplink_mhz": 0.01}}))
+    assert "run.deadline_s" in check_message({**tree, "run": {"deadline_s": compute_s + 30},
+                                              "network": {"backhaul_mbps": 10}})
+    # Jetsons use the radio: a 10 kHz uplink carries at most a few hundred kb/s, the upload alone takes minutes
+    jetsons = {**tree, "fleet": {"size": 50, "classes": [{"name": "jetson_orin_nano", "fraction": 1}]}}
+    assert "run.deadline_s" in check_message({**jetsons, "run": {"deadline_s": 120}, "network": {"uplink_mhz": 0.01}})
+    check_scenario(parse_scenario({**jetsons, "run": {"deadline_s": 120}}))
 
 
 def test_slow_trace_makes_the_deadline_impossible(tmp_path):
@@ -181,3 +187,9 @@ def test_a_link_that_carries_nothing():
     # a 300 dB noise figure leaves no SNR at all: found by fuzzing, once a division by zero
     message = check_message({"network": {"noise_figure_db": 300}})
     assert "run.deadline_s: no session can ever finish" in message
+
+
+def test_asynchronous_strategies_refuse_a_broadcast_per_cohort():
+    message = check_message({"strategy": {"name": "fedbuff"}, "network": {"multicast_download": True}})
+    assert "network.multicast_download:" in message and "fedbuff" in message
+    check_scenario(parse_scenario({"name": "s", "network": {"multicast_download": True}}))  # synchronous: fine

@@ -134,3 +134,21 @@ def test_full_model_uplink_scales_each_session_by_its_own_payload():
     # 400 -> 4,000; 200 of 400 -> 2,000; 50 of 100 -> 2,000
     assert out["full_model_bytes"] == 4000 and out["full_model_uplink_bytes"] == pytest.approx(8000)
     assert out["uplink_fraction_of_full"] == pytest.approx(650 / 8000)
+
+
+def test_privacy_is_accounted_over_the_devices_that_can_be_invited(tmp_path):
+    """Low-end phones (3-4 GB) cannot hold LoRA training of Qwen2.5-0.5B at r = 8 (about 5 GB): DP-FedAvg's
+    sampling rate is K over the others, not over the whole fleet."""
+    import json
+
+    from scenarios.runner import RunOptions, run_scenario
+
+    scenario = load_scenario("quickstart", [
+        "run.mode=systems", "run.rounds=3", "fleet.size=400", "run.deadline_s=3600", "model.emulate=qwen2.5-0.5b",
+        "strategy.name=dp_fedavg", "strategy.noise_multiplier=1.0", "output.report=false"])
+    run = run_scenario(scenario, RunOptions(out=tmp_path / "dp", progress=False))
+    summary = json.loads((run / "summary.json").read_text())
+    # quickstart's mix: 30% flagships (8-16 GB), 50% low-end phones, 20% gateways (4-16 GB)
+    assert summary["dp_population"] == summary["invitable_devices"] < 400 - 0.5 * 400 + 1
+    assert summary["dp_sampling_rate"] == pytest.approx(10 / summary["dp_population"])
+    assert summary["dp_population"] == summary["eligible_devices"]  # every class is available some time
