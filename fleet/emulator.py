@@ -51,7 +51,6 @@ from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
 from network_models import (
-    NO_POWER,
     Delivery,
     RadioPower,
     RateTrace,
@@ -63,7 +62,6 @@ from network_models import (
     snr_db,
     uplink_interference_mw_per_hz,
 )
-from network_models.channel import THERMAL_NOISE_DBM_PER_HZ
 
 NOT_EVALUATED = {"eval_loss": float("nan"), "eval_ppl": float("nan"), "personal_loss": float("nan"),
                  "personal_global_loss": float("nan")}
@@ -581,7 +579,8 @@ class Emulator:
             candidates=candidates,
             charge_fraction=fleet.charge_fraction(candidates),
             link_rate_bps=shannon_rate_bps(radio.uplink_hz, fleet.per_class("tx_power_dbm", candidates),
-                                           self.loss_db[candidates], radio.noise_figure_db),
+                                           self.loss_db[candidates], radio.noise_figure_db,
+                                           self.interference_up[fleet.cell[candidates]]),
             flops=fleet.flops[candidates],
             samples=self.num_samples[fleet.data_client[candidates]],
             history=self.history,
@@ -602,7 +601,8 @@ class Emulator:
         # What a device expects its upload to take when the round's K devices share the cell's uplink.
         share_hz = self.radio.uplink_hz / self.rules.clients_per_round
         upload_rate = shannon_rate_bps(share_hz, fleet.per_class("tx_power_dbm", devices),
-                                       self.loss_db[devices] - fade_up, self.radio.noise_figure_db)
+                                       self.loss_db[devices] - fade_up, self.radio.noise_figure_db,
+                                       self.interference_up[fleet.cell[devices]])
         upload_estimate_s = 8.0 * self.bytes_up[devices] / np.maximum(upload_rate, 1.0)
         multicasts = self._multicasts(devices, fade_down) if self.radio.multicast else {}
         return [
@@ -636,10 +636,8 @@ class Emulator:
         radio, cells = self.radio, self.fleet.cell[devices]
         loss = self.loss_db[devices] - fade_down_db
         snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
-        noise_mw_per_hz = 10.0 ** ((THERMAL_NOISE_DBM_PER_HZ + radio.noise_figure_db) / 10.0)
-        signal_mw = 10.0 ** ((radio.bs_power_dbm - loss) / 10.0)
-        sinr = signal_mw / ((noise_mw_per_hz + self.interference_down[devices]) * radio.downlink_hz)
-        rate = radio.downlink_hz * np.log2(1.0 + sinr)
+        rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db,
+                                self.interference_down[devices])
         out = {}
         for cell in np.unique(cells):
             ok = (cells == cell) & (snr >= radio.outage_snr_db)

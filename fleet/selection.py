@@ -35,7 +35,7 @@ class DeviceHistory:
 class SelectionContext:
     candidates: np.ndarray  # device ids, sorted
     charge_fraction: np.ndarray  # per candidate, 1 for mains
-    link_rate_bps: np.ndarray  # per candidate, alone in its cell (no fading)
+    link_rate_bps: np.ndarray  # per candidate, alone in its cell (no fading), under the cell's interference
     flops: np.ndarray  # per candidate
     samples: np.ndarray  # per candidate, training tokens
     history: DeviceHistory

@@ -35,11 +35,14 @@ def snr_db(
 
 
 def shannon_rate_bps(
-    bandwidth_hz: np.ndarray | float, tx_power_dbm: np.ndarray | float, loss_db: np.ndarray, noise_figure_db: float
+    bandwidth_hz: np.ndarray | float, tx_power_dbm: np.ndarray | float, loss_db: np.ndarray, noise_figure_db: float,
+    interference_mw_per_hz: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Shannon capacity in bit/s, b log2(1 + SNR), of one link alone on `bandwidth_hz` Hz."""
-    snr = snr_db(bandwidth_hz, tx_power_dbm, loss_db, noise_figure_db)
-    return np.asarray(bandwidth_hz) * np.log2(1.0 + 10.0 ** (snr / 10.0))
+    """Shannon capacity in bit/s, b log2(1 + SINR), of one link alone on `bandwidth_hz` Hz; interference from
+    other cells (mW/Hz) adds to the noise density."""
+    noise_mw_per_hz = 10.0 ** ((THERMAL_NOISE_DBM_PER_HZ + noise_figure_db) / 10.0) + interference_mw_per_hz
+    signal_mw = 10.0 ** ((np.asarray(tx_power_dbm) - loss_db) / 10.0)
+    return np.asarray(bandwidth_hz) * np.log2(1.0 + signal_mw / (noise_mw_per_hz * np.asarray(bandwidth_hz)))
 
 
 def _cell_counts(cell: np.ndarray) -> np.ndarray:
