@@ -108,6 +108,8 @@ def test_bytes_follow_the_adapter_size():
     _, _, _, sink, _ = emulate()
     done = [s for s in sink.sessions_rows if s["outcome"] == "completed"]
     assert all(s["bytes_up"] == s["bytes_down"] == 4 * P for s in done)
+    # The trained model's update bytes have their own column, apart from the emulated model's bytes_up.
+    assert all("trained_payload_bytes" in r and "payload_bytes" not in r for r in sink.rounds[1:])
     cut = [s for s in sink.sessions_rows if s["outcome"] != "completed"]
     assert all(s["bytes_up"] < 4 * P for s in cut)
 
