@@ -48,7 +48,10 @@ def test_strategy_runs_end_to_end(name, tmp_path, ray_local):
     assert rounds["version"].iloc[-1] == 2 and np.isfinite(rounds["eval_loss"]).all()
     assert json.loads((run / "summary.json").read_text())["strategy"] == name
     assert (rounds["completed"].iloc[1:] > 0).all()
-    assert rounds["eval_loss"].iloc[-1] != rounds["eval_loss"].iloc[0]  # the aggregated updates moved the adapter
+    # The aggregated updates moved the model. FedSA-LoRA shares only A and keeps B (zero at the start) on the
+    # devices, so the global adapter alone changes nothing: there the devices' own loss moves.
+    moved = rounds["personal_loss" if name == "fedsa_lora" else "eval_loss"]
+    assert moved.iloc[-1] != moved.iloc[0]
     assert np.isfinite(rounds["personal_loss"]).all()
     if name in ("pwff", "fedsa_lora"):  # devices evaluate with the personal part they trained
         assert rounds["personal_loss"].iloc[-1] != rounds["personal_global_loss"].iloc[-1]
