@@ -511,9 +511,9 @@ class Emulator:
         try:
             yield from self._until_cutoff(log.device, done, power.max_w)
         except BaseException:
-            self._book(log, name, link.cancel(log.device), getattr(link, "receivers", 1))
+            self._book(log, name, link.cancel(log.device), 1 / getattr(link, "receivers", 1))
             raise
-        self._book(log, name, done.value, getattr(link, "receivers", 1))
+        self._book(log, name, done.value, 1 / getattr(link, "receivers", 1))
 
     def over_backhaul(self, log: SessionLog, name: str, nbytes: int):
         """A transfer of a device at the cell site: the backhaul's latency and rate, no radio energy."""
@@ -524,19 +524,20 @@ class Emulator:
             yield self.env.timeout(seconds)
         except BaseException:
             elapsed = self.env.now - start
-            self._book(log, name, Delivery(8 * nbytes * elapsed / seconds, elapsed, 0.0), 0)
+            self._book(log, name, Delivery(8 * nbytes * elapsed / seconds, elapsed, 0.0), air_share=0.0)
             raise
-        self._book(log, name, Delivery(8.0 * nbytes, seconds, 0.0), 0)
+        self._book(log, name, Delivery(8.0 * nbytes, seconds, 0.0), air_share=0.0)
 
-    def _book(self, log: SessionLog, name: str, delivery: Delivery, receivers: int) -> None:
-        """What a transfer moved, how long and at what rate, and the energy its radio drew."""
+    def _book(self, log: SessionLog, name: str, delivery: Delivery, air_share: float) -> None:
+        """What a transfer moved, how long and at what rate, and the energy its radio drew. `air_share`: the
+        part of it the cell's radio carried for this device (a multicast's 1/n; 0 over the backhaul)."""
         nbytes = int(round(delivery.bits / 8))
         if name == "download":
             log.bytes_down, log.downlink_mbps = nbytes, delivery.mean_rate_bps / 1e6
-            log.bytes_down_air = nbytes / receivers if receivers else 0.0
+            log.bytes_down_air = nbytes * air_share
         else:
             log.bytes_up, log.uplink_mbps = nbytes, delivery.mean_rate_bps / 1e6
-            log.bytes_up_air = nbytes if receivers else 0
+            log.bytes_up_air = round(nbytes * air_share)
         self._drain(log, name, delivery.seconds, delivery.energy_j)
 
     def spend(self, log: SessionLog, name: str, event, power_w: float):

@@ -1,9 +1,10 @@
 """Radio links between devices and the server. Pure numpy: no Ray, no SimPy. Units: metres, GHz, dB, dBm,
 Hz, bits per second, seconds.
 
-- pathloss: 3GPP TR 38.901 UMa/UMi/RMa, free space and log-distance path loss; shadowing sigmas.
+- pathloss: 3GPP TR 38.901 UMa/UMi/RMa, free space and log-distance path loss; LOS probability; shadowing
+  sigmas.
 - fading: block fading power gains (none, Rayleigh, Rician).
-- channel: noise, SNR, Shannon rates under OFDMA or TDMA sharing, outage.
+- channel: noise, SNR, Shannon rates (with interference) under OFDMA or TDMA sharing, outage.
 - sharing: one band shared by transfers that come and go (fluid model, clock passed in), radio energy
   integrated over the rates each transfer actually had.
 - transfer: radio power as a function of the rate, and what a finished or cut-short transfer delivered.
