@@ -96,9 +96,14 @@ def run_command(args: argparse.Namespace) -> int:
         if args.smoke:
             scenario = load_scenario(args.scenario, overrides + smoke_overrides(scenario))
     # Imported here so that a bad scenario is reported in a second, before torch and Ray load.
+    from fleet.emulator import EmulationStalled
     from scenarios.runner import RunOptions, run_scenario
 
-    run_dir = run_scenario(scenario, RunOptions(out=args.out, resume=args.resume, progress=not args.quiet))
+    try:
+        run_dir = run_scenario(scenario, RunOptions(out=args.out, resume=args.resume, progress=not args.quiet))
+    except EmulationStalled as err:  # the scenario can run, but nothing it invites ever reports
+        print(f"fedfleet: the run stopped: {err}", file=sys.stderr)
+        return 1
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.html'}")
     return 0

@@ -152,3 +152,17 @@ def test_privacy_is_accounted_over_the_devices_that_can_be_invited(tmp_path):
     assert summary["dp_population"] == summary["invitable_devices"] < 400 - 0.5 * 400 + 1
     assert summary["dp_sampling_rate"] == pytest.approx(10 / summary["dp_population"])
     assert summary["dp_population"] == summary["eligible_devices"]  # every class is available some time
+
+
+def test_an_asynchronous_run_that_can_never_receive_an_update_stops_with_a_message(tmp_path, capsys):
+    """Every transfer is in outage (an SNR of 200 dB is asked for): FedAsync invites, every session ends at
+    once, and after 7 simulated days without an update the run stops, saying why, without a traceback."""
+    from scenarios.cli import main
+
+    code = main(["run", "quickstart", "--quiet", "--out", str(tmp_path / "run"), "--set", "run.mode=systems",
+                 "--set", "strategy.name=fedasync", "--set", "network.outage_snr_db=200", "--set", "fleet.size=60",
+                 "--set", "run.clients_per_round=4", "--set", "run.deadline_s=3600"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the run stopped: no update reached the asynchronous server in 7 simulated days" in err
+    assert "link_outage" in err and "Traceback" not in err
