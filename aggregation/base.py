@@ -53,6 +53,18 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
+class Traits:
+    """What the emulator must know of a strategy to drive it."""
+
+    asynchronous: bool = False
+    concurrency: int | None = None  # asynchronous: clients at work at once (None: the run's selection size)
+    max_staleness: int | None = None  # updates staler than this are dropped on arrival
+    min_updates: int = 1  # fewest updates the rule can aggregate (Krum: 2f + 3)
+    extra_round_trips: int = 0  # message rounds beyond the upload before aggregating (secure aggregation)
+    sees_updates: bool = True  # does the server see each update alone (False: only their masked sum)?
+
+
+@dataclass(frozen=True)
 class StrategyContext:
     """What a strategy may know of the run, given once before the first round."""
 
@@ -96,6 +108,11 @@ class Strategy(ABC):
     # Attributes that aggregation changes (server optimiser moments, kept versions, ...): what a checkpoint
     # saves. Everything else is configuration, rebuilt from the scenario.
     state_attrs: tuple[str, ...] = ()
+
+    @property
+    def traits(self) -> Traits:
+        return Traits(self.asynchronous, self.concurrency, self.max_staleness, self.min_updates,
+                      self.extra_round_trips, self.sees_updates)
 
     def setup(self, context: StrategyContext) -> None:
         self.context = context

@@ -54,7 +54,7 @@ def load_runs(runs: dict[str, Path]) -> list[Run]:
     loaded = []
     for i, (label, run_dir) in enumerate(runs.items()):
         if not (Path(run_dir) / "rounds.parquet").is_file():
-            from scenarios.loader import ScenarioError  # here: importing scenarios loads the fleet and torch
+            from scenarios.errors import ScenarioError  # here: importing scenarios loads the fleet and torch
 
             raise ScenarioError(f"{run_dir}: not a run folder (no rounds.parquet)")
         rounds, clients, summary = load_run(run_dir)

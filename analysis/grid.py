@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from scenarios.loader import ScenarioError
+from scenarios.errors import ScenarioError
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ import pandas as pd
 
 from analysis.plan_report import format_plan, seconds, write_outputs  # format_plan: for the CLI
 from analysis.recorder import load_run
-from scenarios.loader import ScenarioError, parse_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import parse_scenario
 from scenarios.runner import (
     RunOptions,
     build_fleet,

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from analysis.compare import comparison_figures, to_target, write_page
 from analysis.detection import detection_columns
 from analysis.grid import Trial, grid
-from scenarios.loader import ScenarioError, load_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
 
 BANDWIDTH = "network.uplink_mhz"

@@ -27,7 +27,7 @@ from fleet.devices import DeviceClass, class_counts, device_class
 from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
 from fleet.model_files import BUILTIN, looks_local, model_folder_problem, resolve_model_path, unreadable
 from network_models import MIN_DISTANCE_M, load_trace, path_loss_db, shannon_rate_bps
-from scenarios.loader import ScenarioError
+from scenarios.errors import ScenarioError
 from scenarios.schema import Scenario
 
 # Shadowing and fading are unbounded draws; the best link is taken at +6 sigma of shadowing and +20 dB of

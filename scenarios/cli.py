@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from scenarios.loader import ScenarioError, load_run_scenario, load_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_run_scenario, load_scenario
 from scenarios.smoke import smoke_overrides
 
 

@@ -13,13 +13,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from scenarios.checks import check_scenario
+from scenarios.errors import ScenarioError
 from scenarios.schema import Scenario
 
 BUILTIN_DIR = Path(__file__).parent
-
-
-class ScenarioError(ValueError):
-    """Bad scenario input; the message lists 'field.path: reason' lines."""
 
 
 def resolve_scenario_path(name: str | Path) -> Path:
@@ -50,8 +48,6 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
     for item in overrides:
         apply_override(tree, item)
     scenario = parse_scenario(tree, source=str(path))
-    from scenarios.checks import check_scenario  # it reports through ScenarioError, defined here
-
     check_scenario(scenario, source=str(path))
     return scenario
 

@@ -63,7 +63,7 @@ from fleet.trainer import (
 )
 from network_models import MIXED_FAMILIES, cell_sites, load_trace
 from scenarios.checks import check_scenario, memory_estimate, no_device_fits, target_architecture
-from scenarios.loader import ScenarioError
+from scenarios.errors import ScenarioError
 from scenarios.schema import CellSiteSection, Scenario
 
 

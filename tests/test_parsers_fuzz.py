@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from fleet.availability import BehaveTrace, load_behave_trace
 from fleet.data import jsonl_clients
-from scenarios.loader import ScenarioError, load_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,7 +15,8 @@ from fleet.base_model import load_tokenizer
 from fleet.cellsite import CellSiteConfig, generate, windows_with_labels
 from fleet.data import PackedTokens
 from scenarios.cli import main
-from scenarios.loader import ScenarioError, load_scenario, parse_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario, parse_scenario
 from scenarios.runner import DetectionProbe, prepare_data
 
 SMALL = ["fleet.size=14", "data.cellsite.sites=14", "network.cells=14"]

@@ -9,7 +9,7 @@ import pytest
 from analysis.compare import comparison_figures, comparison_table, to_target, unique_labels, write_comparison
 from analysis.page import PALETTE
 from analysis.recorder import load_run
-from scenarios.loader import ScenarioError
+from scenarios.errors import ScenarioError
 
 
 def test_to_target_at_the_first_evaluated_version_at_or_below(make_run):

@@ -23,7 +23,8 @@ from analysis.plan import (
     run_plan,
     search_uplink,
 )
-from scenarios.loader import ScenarioError, load_scenario, parse_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario, parse_scenario
 
 # A small systems-only fleet whose p95 round falls from 76 s at 2 MHz to 58 s at 8 MHz (flagship phones
 # train ~20-50 s of Qwen2.5-0.5B, then upload ~18 MB); data.min_lines keeps the text to tokenise small.

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from analysis.grid import grid, split_values
 from analysis.sweep import bandwidth_figures, field_values, run_sweep
-from scenarios.loader import ScenarioError, load_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ["network.uplink_mhz=5,10,20", "strategy.name=fedavg,fedprox"]

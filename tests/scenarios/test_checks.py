@@ -11,7 +11,8 @@ import yaml
 
 from scenarios.checks import check_scenario
 from scenarios.cli import main
-from scenarios.loader import ScenarioError, load_scenario, parse_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario, parse_scenario
 
 
 def refused(tmp_path, capsys, tree: dict) -> str:

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from scenarios.cli import main
-from scenarios.loader import ScenarioError, load_scenario, parse_scenario
+from scenarios.errors import ScenarioError
+from scenarios.loader import load_scenario, parse_scenario
 
 
 def errors_of(tree: dict) -> str:
