@@ -1,6 +1,6 @@
 """Server strategies over flat adapter tensors. Pure: torch and numpy only, no Ray, no SimPy."""
 
-from aggregation.base import AggregationError, ClientConfig, ClientUpdate, Strategy, StrategyContext
+from aggregation.base import AggregationError, ClientConfig, ClientUpdate, RunSetting, Strategy, StrategyContext, Traits
 from aggregation.layout import AdapterLayout
 from aggregation.partial import ParameterGroups
 from aggregation.registry import build_strategy, register_strategy, strategy_names
@@ -31,8 +31,10 @@ __all__ = [
     "ClientConfig",
     "ClientUpdate",
     "ParameterGroups",
+    "RunSetting",
     "Strategy",
     "StrategyContext",
+    "Traits",
     "build_strategy",
     "register_strategy",
     "strategy_names",

@@ -9,16 +9,19 @@ The emulator owns the loop, the clock and the buffer of arrived updates, and cal
                                    a round closes (K reports or its deadline passed) or `ready` said so:
                                    the next global adapter from the buffered updates, sorted by client
 
-Synchronous, buffered and fully asynchronous methods thus share one code path; only `asynchronous` and
-`ready` tell them apart. Adapters travel as flat float32 vectors (the trainable tensors of the model
-concatenated in `named_parameters` order, described by an `AdapterLayout`), so rules work on stacked
-[clients x params] matrices.
+Synchronous, buffered and fully asynchronous methods thus share one code path; only `traits.asynchronous`
+and `ready` tell them apart. A strategy's parameters are a typed config (aggregation/registry.py), its
+capabilities one `Traits` record, and what it cannot work with in a scenario its `objections`.
+
+Adapters travel as flat float32 vectors (the trainable tensors of the model concatenated in `named_parameters`
+order, described by an `AdapterLayout`), so rules work on stacked [clients x params] matrices.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -65,6 +68,21 @@ class Traits:
 
 
 @dataclass(frozen=True)
+class RunSetting:
+    """What a scenario asks of a strategy, for `Strategy.objections`; None: not known yet, so not judged."""
+
+    compression: str | None = None  # the upload codec's name
+    min_reports: int | None = None  # fewest reports a synchronous round aggregates
+    multicast_download: bool = False  # one broadcast of the global adapter per cell and cohort
+    shared_entries: int | None = None  # adapter entries left to aggregate (None: the layout is not built yet)
+
+
+@dataclass(frozen=True)
+class NoParameters:
+    """The config of a strategy that takes no parameter."""
+
+
+@dataclass(frozen=True)
 class StrategyContext:
     """What a strategy may know of the run, given once before the first round."""
 
@@ -89,17 +107,13 @@ def stack_deltas(updates: list[ClientUpdate]) -> tuple[torch.Tensor, torch.Tenso
 
 
 class Strategy(ABC):
-    """A server rule. Subclasses set `name` and implement `aggregate`; asynchronous ones set
-    `asynchronous` and override `ready`."""
+    """A server rule. Subclasses set `name` and `config_class` (their typed parameters, a frozen dataclass) and
+    implement `aggregate`; asynchronous ones set `traits` and override `ready`."""
 
-    name: str = ""
-    asynchronous: bool = False
-    concurrency: int | None = None  # asynchronous: clients at work at once (None: the run's selection size)
-    max_staleness: int | None = None  # updates staler than this are dropped on arrival
-    min_updates: int = 1  # fewest updates the rule can aggregate (Krum: 2f + 3)
-    extra_round_trips: int = 0  # message rounds beyond the upload before aggregating (secure aggregation)
-    partial_work: bool = False  # under a deadline, stragglers send the steps they finished (FedProx)
-    sees_updates: bool = True  # does the server see each update alone (False: only their masked sum)?
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = NoParameters
+    # What the emulator must know to drive it; a property where it depends on the config.
+    traits: Traits = Traits()
     groups: ParameterGroups = ParameterGroups()  # entries kept on the device or frozen (partial aggregation)
     # Dense weight deltas merged into the frozen base, per adapted module in layout order, in product units
     # (sum p_k B_k A_k; the trainer applies the LoRA scaling). None: the base never changes (all but FLoRA).
@@ -109,10 +123,33 @@ class Strategy(ABC):
     # saves. Everything else is configuration, rebuilt from the scenario.
     state_attrs: tuple[str, ...] = ()
 
-    @property
-    def traits(self) -> Traits:
-        return Traits(self.asynchronous, self.concurrency, self.max_staleness, self.min_updates,
-                      self.extra_round_trips, self.sees_updates)
+    def __init__(self, config=None):
+        config = self.config_class() if config is None else config
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def objections(self, setting: RunSetting) -> list[tuple[str, str]]:
+        """(scenario field, reason) for each thing in `setting` this strategy cannot work with."""
+        found = []
+        if setting.shared_entries == 0:
+            found.append(("strategy", self.nothing_shared()))
+        traits = self.traits
+        if not traits.asynchronous and setting.min_reports is not None and setting.min_reports < traits.min_updates:
+            need = traits.min_updates
+            found.append(("run.min_reports", f"{self.name} needs at least {need} updates to aggregate; "
+                                             f"set run.min_reports to {need} or more"))
+        if traits.asynchronous and setting.multicast_download:
+            found.append(("network.multicast_download", (
+                f"{self.name} invites devices a few at a time; a broadcast per cohort would each take the whole "
+                "downlink band at once, so the cells' downlinks would be overstated: set it false, or use a "
+                "synchronous strategy")))
+        return found
+
+    def nothing_shared(self) -> str:
+        """Why a layout whose entries are all personal or frozen cannot be aggregated."""
+        return (f"{self.name} with personal {list(self.groups.personal)} and frozen {list(self.groups.frozen)} "
+                "leaves no parameter to aggregate")
 
     def setup(self, context: StrategyContext) -> None:
         self.context = context
@@ -133,8 +170,9 @@ class Strategy(ABC):
         return ClientConfig()
 
     def admit(self, base_version: int, version: int) -> bool:
-        """Keep an arrived update unless it is staler than `max_staleness`."""
-        return self.max_staleness is None or version - base_version <= self.max_staleness
+        """Keep an arrived update unless it is staler than `traits.max_staleness`."""
+        limit = self.traits.max_staleness
+        return limit is None or version - base_version <= limit
 
     def ready(self, buffered: int) -> bool:
         """Asynchronous strategies: aggregate now, with `buffered` updates waiting?"""

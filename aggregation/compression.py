@@ -32,14 +32,16 @@ sessions). Pure: numpy and torch only.
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from aggregation.registry import Registry, param
 from aggregation.rowstore import RowStore
 
 F32 = np.dtype("<f4")
@@ -54,7 +56,9 @@ def _as_float32(x: torch.Tensor) -> np.ndarray:
 
 
 class Codec(ABC):
-    name: str = ""
+    """A codec is its own typed config (a frozen dataclass of its parameters): it holds no state."""
+
+    name: ClassVar[str] = ""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> bytes:
@@ -79,6 +83,7 @@ class Codec(ABC):
         return self.decode(payload, x.numel()), len(payload)
 
 
+@dataclass(frozen=True)
 class NoCompression(Codec):
     name = "none"
 
@@ -92,16 +97,17 @@ class NoCompression(Codec):
         return 4 * n
 
 
+@dataclass(frozen=True)
 class TopK(Codec):
     name = "topk"
+    fraction: float = param(0.1, "share rho of the entries sent, in (0, 1]: the ceil(rho n) largest in magnitude")
 
-    def __init__(self, fraction: float = 0.1):
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        self.rho = fraction
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
 
     def k(self, n: int) -> int:
-        return min(n, max(1, math.ceil(self.rho * n)))
+        return min(n, max(1, math.ceil(self.fraction * n)))
 
     def encode(self, x: torch.Tensor) -> bytes:
         a = _as_float32(x)
@@ -125,15 +131,21 @@ class TopK(Codec):
         return 8 * self.k(n)
 
 
+@dataclass(frozen=True)
 class Quantize(Codec):
-    def __init__(self, bits: int = 8, chunk: int = 256):
-        if bits not in (4, 8):
-            raise ValueError(f"bits must be 4 or 8, got {bits}")
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        self.bits, self.chunk = bits, chunk
-        self.L = 2 ** (bits - 1) - 1
-        self.name = f"q{bits}"
+    """Q8 and Q4 fix `bits`; the chunk is their parameter."""
+
+    bits: ClassVar[int]
+    chunk: int = param(256, "values sharing one float32 scale, >= 1")
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def L(self) -> int:
+        """The largest code magnitude, 2^(bits - 1) - 1."""
+        return 2 ** (self.bits - 1) - 1
 
     def _chunks(self, n: int) -> int:
         return -(-n // self.chunk)
@@ -170,6 +182,18 @@ class Quantize(Codec):
         return 4 * self._chunks(n) + (n if self.bits == 8 else -(-n // 2))
 
 
+@dataclass(frozen=True)
+class Q8(Quantize):
+    name = "q8"
+    bits = 8
+
+
+@dataclass(frozen=True)
+class Q4(Quantize):
+    name = "q4"
+    bits = 4
+
+
 class ErrorFeedback:
     """Per-client residuals e_k: compress(client, Delta) sends C(Delta + e_k) and keeps the rest."""
 
@@ -189,29 +213,14 @@ class ErrorFeedback:
         return sent.reshape(delta.shape), nbytes
 
 
-_CODECS: dict[str, tuple[type[Codec], dict]] = {
-    "none": (NoCompression, {}),
-    "topk": (TopK, {}),
-    "q8": (Quantize, {"bits": 8}),
-    "q4": (Quantize, {"bits": 4}),
-}
+CODECS: Registry[Codec] = Registry("codec")
+for _codec in (NoCompression, TopK, Q8, Q4):
+    CODECS.register(_codec.name, _codec)
 
 
 def codec_names() -> list[str]:
-    return sorted(_CODECS)
-
-
-def codec_parameters(name: str) -> dict[str, object]:
-    """The parameters a codec takes, with their defaults."""
-    cls, fixed = _CODECS[name]
-    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k not in fixed}
+    return CODECS.names()
 
 
 def build_codec(name: str, **params) -> Codec:
-    if name not in _CODECS:
-        raise ValueError(f"unknown codec {name!r}; known: {', '.join(codec_names())}")
-    unknown = set(params) - set(codec_parameters(name))
-    if unknown:
-        raise ValueError(f"codec {name!r} has no parameter {', '.join(sorted(unknown))}")
-    cls, fixed = _CODECS[name]
-    return cls(**fixed, **params)
+    return CODECS.build(name, **params)

@@ -34,13 +34,22 @@ send it as it is: a lossy codec with error feedback can push the norm back above
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import dp_accounting
 import torch
 from dp_accounting.rdp import RdpAccountant
 
-from aggregation.base import AggregationError, ClientConfig, ClientUpdate, Strategy, StrategyContext, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.base import (
+    AggregationError,
+    ClientConfig,
+    ClientUpdate,
+    RunSetting,
+    Strategy,
+    StrategyContext,
+    stack_deltas,
+)
+from aggregation.registry import param, register_strategy
 
 #: How the accountant models client selection, next to how the emulator selects (a fixed-size cohort).
 SAMPLING_ASSUMPTION = "poisson (approximation of fixed-size cohorts)"
@@ -68,23 +77,39 @@ def noise_generator(seed: int, version: int, salt: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
+@dataclass(frozen=True)
+class DPFedAvgConfig:
+    clip_norm: float = param(1.0, "S: the L2 norm every delta is clipped to, > 0")
+    noise_multiplier: float = param(1.0, "z: Gaussian noise of standard deviation z S on the sum, >= 0")
+    clipping: str = param("server", "who clips: 'server' (every delta it receives) or 'client' (before upload)")
+    delta: float = param(1e-5, "the delta at which epsilon is reported, in (0, 1)")
+    server_lr: float = param(1.0, "server learning rate eta, > 0")
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if not self.noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.clipping not in ("server", "client"):
+            raise ValueError(f"clipping must be 'server' or 'client', got {self.clipping!r}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
+
+
+@register_strategy
 class DPFedAvg(Strategy):
     name = "dp_fedavg"
+    config_class = DPFedAvgConfig
     state_attrs = ("rounds", "_clipped")
 
-    def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, clipping: str = "server",
-                 delta: float = 1e-5, server_lr: float = 1.0):
-        if not clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
-        if not noise_multiplier >= 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if clipping not in ("server", "client"):
-            raise ValueError(f"clipping must be 'server' or 'client', got {clipping!r}")
-        if not 0 < delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
-        if not server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {server_lr}")
-        self.S, self.z, self.clipping, self.delta, self.eta = clip_norm, noise_multiplier, clipping, delta, server_lr
+    def objections(self, setting: RunSetting) -> list[tuple[str, str]]:
+        found = super().objections(setting)
+        if self.config.clipping == "client" and setting.compression not in (None, "none"):
+            found.append(("strategy.compression", "error feedback can push a client's upload past its clip "
+                                                  "norm; use clipping 'server' or compression 'none'"))
+        return found
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
@@ -92,7 +117,8 @@ class DPFedAvg(Strategy):
             raise ValueError(f"dp_fedavg needs 1 <= cohort <= population (devices that can be invited), got "
                              f"cohort {context.cohort} and population {context.population}")
         self.q = context.cohort / context.population
-        self._event = dp_accounting.PoissonSampledDpEvent(self.q, dp_accounting.GaussianDpEvent(self.z))
+        noise = dp_accounting.GaussianDpEvent(self.config.noise_multiplier)
+        self._event = dp_accounting.PoissonSampledDpEvent(self.q, noise)
         self._accountant = RdpAccountant()
         self._shared = self.groups.masks(context.layout)[0]  # frozen and personal entries get no noise
         self.rounds = 0
@@ -105,31 +131,32 @@ class DPFedAvg(Strategy):
             self._accountant.compose(self._event, self.rounds)
 
     def configure(self, client: int, version: int) -> ClientConfig:
-        return ClientConfig(clip_norm=self.S if self.clipping == "client" else 0.0)
+        return ClientConfig(clip_norm=self.config.clip_norm if self.config.clipping == "client" else 0.0)
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, _ = stack_deltas(updates)  # the weights are not used: every client counts S at most
+        S, z = self.config.clip_norm, self.config.noise_multiplier
         norms = torch.linalg.vector_norm(deltas.double(), dim=1)
-        if self.clipping == "client":
-            over = [u.client for u, n in zip(updates, norms.tolist()) if n > self.S * (1 + NORM_TOLERANCE)]
+        if self.config.clipping == "client":
+            over = [u.client for u, n in zip(updates, norms.tolist()) if n > S * (1 + NORM_TOLERANCE)]
             if over:
-                raise AggregationError(f"clients {over} sent updates with L2 norm above clip_norm {self.S} "
+                raise AggregationError(f"clients {over} sent updates with L2 norm above clip_norm {S} "
                                        f"under client-side clipping")
             # A delta the client had to clip sits on the sphere ||Delta|| = S.
-            self._clipped = float((norms >= self.S * (1 - NORM_TOLERANCE)).double().mean())
+            self._clipped = float((norms >= S * (1 - NORM_TOLERANCE)).double().mean())
         else:
-            self._clipped = float((norms > self.S).double().mean())
-        factor = torch.clamp(self.S / norms, max=1.0).to(deltas.dtype)  # norm 0 gives inf, clamped to 1
+            self._clipped = float((norms > S).double().mean())
+        factor = torch.clamp(S / norms, max=1.0).to(deltas.dtype)  # norm 0 gives inf, clamped to 1
         total = factor @ deltas
         g = noise_generator(self.context.seed, version, self.name)
-        noise = torch.randn(total.shape, generator=g, dtype=torch.float64) * (self.z * self.S) * self._shared
+        noise = torch.randn(total.shape, generator=g, dtype=torch.float64) * (z * S) * self._shared
         Delta_t = (total.double() + noise) / self.context.cohort
         self._accountant.compose(self._event)
         self.rounds += 1
-        return global_adapter + (self.eta * Delta_t).to(global_adapter.dtype)
+        return global_adapter + (self.config.server_lr * Delta_t).to(global_adapter.dtype)
 
     def metrics(self) -> dict[str, float]:
-        return {"epsilon": float(self._accountant.get_epsilon(self.delta)), "clipped": self._clipped}
+        return {"epsilon": float(self._accountant.get_epsilon(self.config.delta)), "clipped": self._clipped}
 
     def accounting(self) -> dict[str, float | int | str]:
         """What the accountant assumed, flat, for a run's summary: a reader can recompute epsilon from it."""
@@ -138,10 +165,7 @@ class DPFedAvg(Strategy):
             "dp_cohort": self.context.cohort,
             "dp_sampling_rate": self.q,
             "dp_sampling": SAMPLING_ASSUMPTION,
-            "dp_noise_multiplier": self.z,
-            "dp_delta": self.delta,
+            "dp_noise_multiplier": self.config.noise_multiplier,
+            "dp_delta": self.config.delta,
             "dp_rounds": self.rounds,
         }
-
-
-register_strategy("dp_fedavg", DPFedAvg)

@@ -14,29 +14,44 @@ Client duties: none beyond local training from the version it downloaded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext
-from aggregation.registry import register_strategy
-from aggregation.staleness import check_staleness, staleness_weight
+from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, Traits
+from aggregation.registry import param, register_strategy
+from aggregation.staleness import STALENESS_FUNCTIONS, check_staleness, staleness_weight
 
 
-class FedAsync(Strategy):
-    name = "fedasync"
-    state_attrs = ("_versions",)
-    asynchronous = True
+@dataclass(frozen=True)
+class FedAsyncConfig:
+    alpha: float = param(0.6, "mixing weight of a fresh arrival, in (0, 1]")
+    staleness: str = param("polynomial", f"staleness function s(t - tau): {', '.join(STALENESS_FUNCTIONS)}")
+    staleness_a: float = param(0.5, "exponent a of polynomial, slope a of hinge, >= 0")
+    staleness_b: float = param(4.0, "staleness up to which hinge weighs 1, >= 0")
+    max_staleness: int = param(0, "updates staler than this many versions are dropped on arrival; 0: history")
+    concurrency: int = param(0, "clients at work at once; 0: run.clients_per_round x run.over_selection")
+    history: int = param(64, "global versions kept for clients still training from them, >= 1")
 
-    def __init__(self, alpha: float = 0.6, staleness: str = "polynomial", staleness_a: float = 0.5,
-                 staleness_b: float = 4.0, max_staleness: int = 0, concurrency: int = 0, history: int = 64):
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha: must be in (0, 1], got {alpha}")
-        check_staleness(staleness, staleness_a, staleness_b)
-        if max_staleness < 0 or concurrency < 0 or history < 1:
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha}")
+        check_staleness(self.staleness, self.staleness_a, self.staleness_b)
+        if self.max_staleness < 0 or self.concurrency < 0 or self.history < 1:
             raise ValueError("max_staleness and concurrency must be >= 0 (0: no limit / the run's selection), "
                              "history >= 1")
-        self.alpha, self.function, self.a, self.b = alpha, staleness, staleness_a, staleness_b
-        self.max_staleness = max_staleness or history
-        self.concurrency = concurrency or None
+
+
+@register_strategy
+class FedAsync(Strategy):
+    name = "fedasync"
+    config_class = FedAsyncConfig
+    state_attrs = ("_versions",)
+
+    @property
+    def traits(self) -> Traits:
+        c = self.config
+        return Traits(asynchronous=True, concurrency=c.concurrency or None, max_staleness=c.max_staleness or c.history)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
@@ -46,17 +61,15 @@ class FedAsync(Strategy):
         if not updates:
             raise AggregationError("no client update to aggregate")
         self._versions[version] = global_adapter
-        x = global_adapter
+        x, c = global_adapter, self.config
         for u in updates:  # one at a time, as they would have arrived
             if u.base_version not in self._versions:
                 raise AggregationError(f"version {u.base_version} is no longer kept (current {version})")
-            a_t = self.alpha * float(staleness_weight(self.function, torch.tensor(u.staleness(version)),
-                                                      self.a, self.b))
+            a_t = c.alpha * float(staleness_weight(c.staleness, torch.tensor(u.staleness(version)),
+                                                   c.staleness_a, c.staleness_b))
             x = (1 - a_t) * x + a_t * (self._versions[u.base_version] + u.delta)
         # Keep only the versions an admitted update can still start from.
-        self._versions = {v: t for v, t in self._versions.items() if v >= version + 1 - self.max_staleness}
+        oldest = version + 1 - self.traits.max_staleness
+        self._versions = {v: t for v, t in self._versions.items() if v >= oldest}
         self._versions[version + 1] = x
         return x
-
-
-register_strategy("fedasync", FedAsync)

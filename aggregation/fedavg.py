@@ -9,21 +9,24 @@ Client duties: none beyond local training from the global adapter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from aggregation.base import ClientUpdate, Strategy, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class FedAvgConfig:
+    server_lr: float = param(1.0, "server learning rate eta; 1: the sample-weighted mean of the client adapters")
+
+
+@register_strategy
 class FedAvg(Strategy):
     name = "fedavg"
-
-    def __init__(self, server_lr: float = 1.0):
-        self.eta = server_lr
+    config_class = FedAvgConfig
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, p = stack_deltas(updates)
-        return global_adapter + self.eta * (p @ deltas)
-
-
-register_strategy("fedavg", FedAvg)
+        return global_adapter + self.config.server_lr * (p @ deltas)

@@ -16,24 +16,34 @@ Client duties: none beyond local training from the global adapter.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class FedAvgMConfig:
+    server_lr: float = param(1.0, "server learning rate eta, applied to the momentum")
+    momentum: float = param(0.9, "server momentum beta in [0, 1); 0: FedAvg")
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.server_lr) or self.server_lr <= 0:
+            raise ValueError(f"fedavgm: server_lr must be a finite number > 0, got {self.server_lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"fedavgm: momentum must lie in [0, 1), got {self.momentum!r}")
+
+
+@register_strategy
 class FedAvgM(Strategy):
     name = "fedavgm"
+    config_class = FedAvgMConfig
     state_attrs = ("m_t",)
 
-    def __init__(self, server_lr: float = 1.0, momentum: float = 0.9):
-        if not math.isfinite(server_lr) or server_lr <= 0:
-            raise ValueError(f"fedavgm: server_lr must be a finite number > 0, got {server_lr!r}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"fedavgm: momentum must lie in [0, 1), got {momentum!r}")
-        self.eta = float(server_lr)
-        self.beta = float(momentum)
+    def __init__(self, config: FedAvgMConfig | None = None):
+        super().__init__(config)
         self.m_t: torch.Tensor | None = None
 
     def setup(self, context: StrategyContext) -> None:
@@ -48,8 +58,5 @@ class FedAvgM(Strategy):
         elif self.m_t.shape != delta_t.shape:
             shapes = f"{tuple(self.m_t.shape)}, updates {tuple(delta_t.shape)}"
             raise AggregationError(f"fedavgm: momentum has shape {shapes}")
-        self.m_t = self.beta * self.m_t + delta_t
-        return global_adapter + self.eta * self.m_t
-
-
-register_strategy("fedavgm", FedAvgM)
+        self.m_t = self.config.momentum * self.m_t + delta_t
+        return global_adapter + self.config.server_lr * self.m_t

@@ -21,20 +21,27 @@ that ran no step has nothing to normalise and is an `AggregationError`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from aggregation.base import AggregationError, ClientUpdate, Strategy, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class FedNovaConfig:
+    server_lr: float = param(1.0, "server learning rate eta, applied to tau_eff times the normalised mean")
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.server_lr) or self.server_lr <= 0:
+            raise ValueError(f"fednova: server_lr must be a finite number > 0, got {self.server_lr!r}")
+
+
+@register_strategy
 class FedNova(Strategy):
     name = "fednova"
-
-    def __init__(self, server_lr: float = 1.0):
-        if not math.isfinite(server_lr) or server_lr <= 0:
-            raise ValueError(f"fednova: server_lr must be a finite number > 0, got {server_lr!r}")
-        self.eta = float(server_lr)
+    config_class = FedNovaConfig
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, p = stack_deltas(updates)
@@ -44,7 +51,4 @@ class FedNova(Strategy):
         tau = torch.tensor([u.steps for u in updates], dtype=deltas.dtype)
         d = deltas / tau[:, None]
         tau_eff = p @ tau
-        return global_adapter + self.eta * tau_eff * (p @ d)
-
-
-register_strategy("fednova", FedNova)
+        return global_adapter + self.config.server_lr * tau_eff * (p @ d)

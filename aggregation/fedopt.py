@@ -27,31 +27,62 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
+
+
+@dataclass(frozen=True)
+class FedOptConfig:
+    """FedAdam's defaults; FedYogi and FedAdagrad change some."""
+
+    strategy: ClassVar[str] = "fedadam"  # for messages
+    server_lr: float = param(0.1, "server learning rate eta")
+    beta_1: float = param(0.9, "decay of the first moment m_t, in [0, 1)")
+    beta_2: float = param(0.99, "decay of the second moment v_t, in [0, 1) (FedAdagrad ignores it)")
+    tau: float = param(1e-9, "adaptivity bound tau > 0 added to sqrt(v_t)")
+
+    def __post_init__(self) -> None:
+        name = self.strategy
+        if not math.isfinite(self.server_lr) or self.server_lr <= 0:
+            raise ValueError(f"{name}: server_lr must be a finite number > 0, got {self.server_lr!r}")
+        if not 0 <= self.beta_1 < 1:
+            raise ValueError(f"{name}: beta_1 must lie in [0, 1), got {self.beta_1!r}")
+        if not 0 <= self.beta_2 < 1:
+            raise ValueError(f"{name}: beta_2 must lie in [0, 1), got {self.beta_2!r}")
+        if not math.isfinite(self.tau) or self.tau <= 0:
+            # tau = 0 would divide 0 by 0 wherever a coordinate has never moved
+            raise ValueError(f"{name}: tau must be a finite number > 0, got {self.tau!r}")
+
+
+@dataclass(frozen=True)
+class FedAdamConfig(FedOptConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class FedYogiConfig(FedOptConfig):
+    strategy: ClassVar[str] = "fedyogi"
+    server_lr: float = param(0.01, "server learning rate eta")
+    tau: float = param(1e-3, "adaptivity bound tau > 0 added to sqrt(v_t)")
+
+
+@dataclass(frozen=True)
+class FedAdagradConfig(FedOptConfig):
+    strategy: ClassVar[str] = "fedadagrad"
 
 
 class FedOpt(Strategy):
-    state_attrs = ("m_t", "v_t")
     """Computes Delta_t and m_t and applies the step; subclasses give v_t."""
 
-    def __init__(self, server_lr: float, beta_1: float, beta_2: float, tau: float):
-        if not math.isfinite(server_lr) or server_lr <= 0:
-            raise ValueError(f"{self.name}: server_lr must be a finite number > 0, got {server_lr!r}")
-        if not 0 <= beta_1 < 1:
-            raise ValueError(f"{self.name}: beta_1 must lie in [0, 1), got {beta_1!r}")
-        if not 0 <= beta_2 < 1:
-            raise ValueError(f"{self.name}: beta_2 must lie in [0, 1), got {beta_2!r}")
-        if not math.isfinite(tau) or tau <= 0:
-            # tau = 0 would divide 0 by 0 wherever a coordinate has never moved
-            raise ValueError(f"{self.name}: tau must be a finite number > 0, got {tau!r}")
-        self.eta = float(server_lr)
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.tau = float(tau)
+    state_attrs = ("m_t", "v_t")
+
+    def __init__(self, config: FedOptConfig | None = None):
+        super().__init__(config)
         self.m_t: torch.Tensor | None = None
         self.v_t: torch.Tensor | None = None
 
@@ -69,7 +100,8 @@ class FedOpt(Strategy):
         elif self.m_t.shape != delta_t.shape:
             shapes = f"{tuple(self.m_t.shape)}, updates {tuple(delta_t.shape)}"
             raise AggregationError(f"{self.name}: server state has shape {shapes}")
-        self.m_t = self.beta_1 * self.m_t + (1 - self.beta_1) * delta_t
+        beta_1 = self.config.beta_1
+        self.m_t = beta_1 * self.m_t + (1 - beta_1) * delta_t
         return delta_t
 
     @abstractmethod
@@ -79,43 +111,36 @@ class FedOpt(Strategy):
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         delta_t = self._compute_delta_t_and_m_t(updates)
         self.v_t = self._compute_v_t(self.v_t, delta_t)
-        return global_adapter + self.eta * self.m_t / (self.v_t.sqrt() + self.tau)
+        return global_adapter + self.config.server_lr * self.m_t / (self.v_t.sqrt() + self.config.tau)
 
 
+@register_strategy
 class FedAdam(FedOpt):
     name = "fedadam"
-
-    def __init__(self, server_lr: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-9):
-        super().__init__(server_lr, beta_1, beta_2, tau)
+    config_class = FedAdamConfig
 
     def _compute_v_t(self, v_prev: torch.Tensor, delta_t: torch.Tensor) -> torch.Tensor:
-        return self.beta_2 * v_prev + (1 - self.beta_2) * delta_t.square()
+        beta_2 = self.config.beta_2
+        return beta_2 * v_prev + (1 - beta_2) * delta_t.square()
 
 
+@register_strategy
 class FedYogi(FedOpt):
     name = "fedyogi"
-
-    def __init__(self, server_lr: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-3):
-        super().__init__(server_lr, beta_1, beta_2, tau)
+    config_class = FedYogiConfig
 
     def _compute_v_t(self, v_prev: torch.Tensor, delta_t: torch.Tensor) -> torch.Tensor:
         # v moves toward Delta^2 by an additive (1 - beta_2) Delta^2, not multiplicatively as in Adam, so a
         # large v shrinks slowly when the pseudo-gradient does; v stays >= 0 since a v above Delta^2 loses
         # only (1 - beta_2) Delta^2 < v
         d2 = delta_t.square()
-        return v_prev - (1 - self.beta_2) * d2 * torch.sign(v_prev - d2)
+        return v_prev - (1 - self.config.beta_2) * d2 * torch.sign(v_prev - d2)
 
 
+@register_strategy
 class FedAdagrad(FedOpt):
     name = "fedadagrad"
-
-    def __init__(self, server_lr: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-9):
-        super().__init__(server_lr, beta_1, beta_2, tau)
+    config_class = FedAdagradConfig
 
     def _compute_v_t(self, v_prev: torch.Tensor, delta_t: torch.Tensor) -> torch.Tensor:
         return v_prev + delta_t.square()
-
-
-register_strategy("fedadam", FedAdam)
-register_strategy("fedyogi", FedYogi)
-register_strategy("fedadagrad", FedAdagrad)

@@ -15,26 +15,30 @@ mu = 0 with partial work is FedAvg that tolerates stragglers; the paper tunes mu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from aggregation.base import ClientConfig
 from aggregation.fedavg import FedAvg
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class FedProxConfig:
+    mu: float = param(0.01, "weight of the proximal term mu/2 ||w - w_t||^2 in the local loss, >= 0")
+    server_lr: float = param(1.0, "server learning rate eta")
+    partial_work: bool = param(True, "under a deadline, a straggler sends the steps it finished")
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.mu) or self.mu < 0:
+            raise ValueError(f"fedprox: mu must be a finite number >= 0, got {self.mu!r}")
+        if not math.isfinite(self.server_lr) or self.server_lr <= 0:
+            raise ValueError(f"fedprox: server_lr must be a finite number > 0, got {self.server_lr!r}")
+
+
+@register_strategy
 class FedProx(FedAvg):
     name = "fedprox"
-
-    def __init__(self, mu: float = 0.01, server_lr: float = 1.0, partial_work: bool = True):
-        if not math.isfinite(mu) or mu < 0:
-            raise ValueError(f"fedprox: mu must be a finite number >= 0, got {mu!r}")
-        if not math.isfinite(server_lr) or server_lr <= 0:
-            raise ValueError(f"fedprox: server_lr must be a finite number > 0, got {server_lr!r}")
-        super().__init__(server_lr=server_lr)
-        self.mu = float(mu)
-        self.partial_work = bool(partial_work)
+    config_class = FedProxConfig
 
     def configure(self, client: int, version: int) -> ClientConfig:
-        return ClientConfig(prox_mu=self.mu, partial_work=self.partial_work)
-
-
-register_strategy("fedprox", FedProx)
+        return ClientConfig(prox_mu=float(self.config.mu), partial_work=bool(self.config.partial_work))

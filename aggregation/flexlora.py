@@ -26,6 +26,7 @@ from aggregation.lora_math import client_adapters, lora_mask, svd_factors, weigh
 from aggregation.registry import register_strategy
 
 
+@register_strategy
 class FlexLoRA(Strategy):
     name = "flexlora"
     truncation_error: float | None = None  # of the last step
@@ -46,5 +47,3 @@ class FlexLoRA(Strategy):
     def metrics(self) -> dict[str, float]:
         return {} if self.truncation_error is None else {"truncation_error": self.truncation_error}
 
-
-register_strategy("flexlora", FlexLoRA)

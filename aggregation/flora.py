@@ -45,6 +45,7 @@ from aggregation.lora_math import (
 from aggregation.registry import register_strategy
 
 
+@register_strategy
 class FLoRA(Strategy):
     name = "flora"
     state_attrs = ("base_delta", "initial_adapter", "_download")
@@ -85,5 +86,3 @@ class FLoRA(Strategy):
         self._download = sum(ranks) * d_in_out + int((~lora_mask(layout)).sum())
         return fresh
 
-
-register_strategy("flora", FLoRA)

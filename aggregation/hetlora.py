@@ -20,20 +20,28 @@ zero-padded delta.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from aggregation.base import ClientUpdate, Strategy, stack_deltas
 from aggregation.lora_math import client_adapters, frobenius_norms
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class HetLoRAConfig:
+    server_lr: float = param(1.0, "server learning rate eta toward the norm-weighted mean of the padded adapters")
+
+    def __post_init__(self) -> None:
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be positive, got {self.server_lr}")
+
+
+@register_strategy
 class HetLoRA(Strategy):
     name = "hetlora"
-
-    def __init__(self, server_lr: float = 1.0):
-        if not server_lr > 0:
-            raise ValueError(f"server_lr must be positive, got {server_lr}")
-        self.eta = server_lr
+    config_class = HetLoRAConfig
 
     def weights(self, adapters: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """(K,) w_k from the (K, P) zero-padded client adapters; p_k if every product is zero. float64."""
@@ -45,7 +53,4 @@ class HetLoRA(Strategy):
         _, p = stack_deltas(updates)
         x = client_adapters(self.layout, global_adapter, updates)
         mean = (self.weights(x, p) @ x.double()).float()
-        return global_adapter + self.eta * (mean - global_adapter)
-
-
-register_strategy("hetlora", HetLoRA)
+        return global_adapter + self.config.server_lr * (mean - global_adapter)

@@ -20,10 +20,13 @@ Client duties: none beyond local training from the global adapter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
-from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, Traits, stack_deltas
+from aggregation.registry import param, register_strategy
 
 
 def krum_scores(deltas: torch.Tensor, f: int) -> torch.Tensor:
@@ -40,19 +43,44 @@ def krum_scores(deltas: torch.Tensor, f: int) -> torch.Tensor:
     return nearest.sum(dim=1)
 
 
-def _check_f(strategy: str, f: int) -> None:
-    if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-        raise ValueError(f"{strategy}: f (the assumed number of attackers) must be an integer >= 0, got {f!r}")
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+@dataclass(frozen=True)
+class KrumConfig:
+    strategy: ClassVar[str] = "krum"  # for messages
+    f: int = param(1, "the assumed number of attackers; a round needs n > 2f + 2 updates")
+
+    def __post_init__(self) -> None:
+        if not _is_count(self.f):
+            raise ValueError(f"{self.strategy}: f (the assumed number of attackers) must be an integer >= 0, "
+                             f"got {self.f!r}")
+
+
+@dataclass(frozen=True)
+class MultiKrumConfig(KrumConfig):
+    strategy: ClassVar[str] = "multikrum"
+    m: int = param(0, "updates of lowest score averaged, at most n - f; 0: n - f")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _is_count(self.m):
+            raise ValueError(f"multikrum: m (updates averaged; 0 = n - f) must be an integer >= 0, got {self.m!r}")
+
+
+@register_strategy
 class Krum(Strategy):
     name = "krum"
+    config_class = KrumConfig
 
-    def __init__(self, f: int = 1):
-        _check_f(self.name, f)
-        self.f = f
-        self.min_updates = 2 * f + 3  # Krum needs n > 2f + 2
+    def __init__(self, config: KrumConfig | None = None):
+        super().__init__(config)
         self.rejected = 0
+
+    @property
+    def traits(self) -> Traits:
+        return Traits(min_updates=2 * self.config.f + 3)  # Krum needs n > 2f + 2
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
@@ -60,7 +88,7 @@ class Krum(Strategy):
 
     def _select(self, deltas: torch.Tensor, m: int) -> torch.Tensor:
         """Indices of the m lowest-scoring deltas; records the rest as rejected."""
-        scores = krum_scores(deltas, self.f)
+        scores = krum_scores(deltas, self.config.f)
         chosen = torch.argsort(scores, stable=True)[:m]
         self.rejected = deltas.shape[0] - m
         return chosen
@@ -73,21 +101,13 @@ class Krum(Strategy):
         return {"rejected": float(self.rejected)}
 
 
+@register_strategy
 class MultiKrum(Krum):
     name = "multikrum"
-
-    def __init__(self, f: int = 1, m: int = 0):
-        super().__init__(f)
-        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
-            raise ValueError(f"multikrum: m (updates averaged; 0 = n - f) must be an integer >= 0, got {m!r}")
-        self.m = m
+    config_class = MultiKrumConfig
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, _ = stack_deltas(updates)
-        n = deltas.shape[0]
-        m = n - self.f if self.m == 0 else min(self.m, n - self.f)
+        n, f, m = deltas.shape[0], self.config.f, self.config.m
+        m = n - f if m == 0 else min(m, n - f)
         return global_adapter + deltas[self._select(deltas, m)].mean(dim=0)
-
-
-register_strategy("krum", Krum)
-register_strategy("multikrum", MultiKrum)

@@ -127,17 +127,6 @@ def flatten_dense(matrices: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([m.reshape(-1) for m in matrices])
 
 
-def split_dense(layout: AdapterLayout, flat: torch.Tensor) -> list[torch.Tensor]:
-    """Views of a base_delta-like flat vector as the (d_out x d_in) matrix of each module, layout.pairs order."""
-    out, offset = [], 0
-    for d_out, d_in in layout.dense_shapes():
-        out.append(flat[offset : offset + d_out * d_in].view(d_out, d_in))
-        offset += d_out * d_in
-    if offset != flat.numel():
-        raise AggregationError(f"dense vector has {flat.numel()} values, the layout's products {offset}")
-    return out
-
-
 def average_shared(
     global_adapter: torch.Tensor, deltas: torch.Tensor, p: torch.Tensor, shared: torch.Tensor
 ) -> torch.Tensor:

@@ -29,6 +29,7 @@ def coordinate_median(deltas: torch.Tensor) -> torch.Tensor:
     return (s[k // 2 - 1] + s[k // 2]) / 2
 
 
+@register_strategy
 class Median(Strategy):
     name = "median"
 
@@ -36,5 +37,3 @@ class Median(Strategy):
         deltas, _ = stack_deltas(updates)
         return global_adapter + coordinate_median(deltas)
 
-
-register_strategy("median", Median)

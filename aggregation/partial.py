@@ -13,6 +13,7 @@ client and the server) and are neither trained nor sent. Presets:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,14 @@ class ParameterGroups:
     @property
     def partial(self) -> bool:
         return bool(self.personal or self.frozen)
+
+    def replaced(self, personal: Sequence[str] | None = None, frozen: Sequence[str] | None = None) -> ParameterGroups:
+        """These groups with a scenario's `personal` and `frozen` patterns in place of the preset's (None: keep
+        the preset's; an empty list shares everything the preset kept)."""
+        return ParameterGroups(
+            personal=self.personal if personal is None else tuple(personal),
+            frozen=self.frozen if frozen is None else tuple(frozen),
+        )
 
 
 PWFF = ParameterGroups(personal=(r"\.lora_[AB]\.",))

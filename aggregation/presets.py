@@ -15,36 +15,44 @@ after training, send only the shared ones; PWFF adds the proximal term.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aggregation.base import ClientConfig
 from aggregation.fedavg import FedAvg
 from aggregation.partial import FEDSA_LORA, FFA_LORA, PWFF
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class PwffConfig:
+    mu: float = param(0.01, "weight of the proximal term toward the global (bottleneck) part, >= 0")
+    server_lr: float = param(1.0, "server learning rate eta over the shared entries")
+
+    def __post_init__(self) -> None:
+        if self.mu < 0:
+            raise ValueError(f"mu: must be >= 0, got {self.mu}")
+
+
+@register_strategy
 class Pwff(FedAvg):
     name = "pwff"
+    config_class = PwffConfig
     groups = PWFF
 
-    def __init__(self, mu: float = 0.01, server_lr: float = 1.0):
-        if mu < 0:
-            raise ValueError(f"mu: must be >= 0, got {mu}")
-        super().__init__(server_lr)
-        self.mu = mu
-
     def configure(self, client: int, version: int) -> ClientConfig:
-        return ClientConfig(prox_mu=self.mu)
+        return ClientConfig(prox_mu=self.config.mu)
+
+    def nothing_shared(self) -> str:
+        return super().nothing_shared() + " (PWFF shares the bottleneck adapters: set model.lora.bottleneck)"
 
 
+@register_strategy
 class FedSaLora(FedAvg):
     name = "fedsa_lora"
     groups = FEDSA_LORA
 
 
+@register_strategy
 class FfaLora(FedAvg):
     name = "ffa_lora"
     groups = FFA_LORA
-
-
-register_strategy("pwff", Pwff)
-register_strategy("fedsa_lora", FedSaLora)
-register_strategy("ffa_lora", FfaLora)

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from aggregation.base import AggregationError, ClientUpdate, Strategy, StrategyContext, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.base import AggregationError, ClientUpdate, RunSetting, Strategy, StrategyContext, Traits, stack_deltas
+from aggregation.registry import param, register_strategy
 
 RING_BITS = 32
 PUBLIC_KEY_BYTES = 32  # each client advertises two (one for encrypting shares, one for masking)
@@ -192,29 +193,56 @@ class SecAggSession:
         return z.view(np.int32).astype(np.float64) / 2.0**self.frac_bits
 
 
+@dataclass(frozen=True)
+class SecAggConfig:
+    threshold_fraction: float = param(0.5, "share of each secret's holders needed to rebuild it, in (0, 1]")
+    server_lr: float = param(1.0, "server learning rate eta, > 0")
+    frac_bits: int = param(24, f"fractional bits f of the fixed-point encoding, in [1, {RING_BITS - 2}]")
+    neighbours: int = param(0, "SecAgg+: peers each client shares its secrets with, even; 0: every pair")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold_fraction <= 1:
+            raise ValueError(f"threshold_fraction must be in (0, 1], got {self.threshold_fraction}")
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
+        if not 1 <= self.frac_bits <= RING_BITS - 2:
+            raise ValueError(f"frac_bits must be in [1, {RING_BITS - 2}], got {self.frac_bits}")
+        if self.neighbours < 0 or self.neighbours % 2:
+            raise ValueError(f"neighbours must be 0 (every pair) or an even number >= 2, got {self.neighbours}")
+
+
+@register_strategy
 class SecAggFedAvg(Strategy):
     name = "secagg_fedavg"
+    config_class = SecAggConfig
     state_attrs = ("_invited", "_recovered")
-    extra_round_trips = 3  # advertise keys, share keys and unmasking, beyond the masked upload
-    sees_updates = False  # the server learns only the sum: it cannot screen updates one by one
+    # Advertise keys, share keys and unmasking are round trips beyond the masked upload; the server learns only
+    # the sum, so it cannot screen updates one by one.
+    traits = Traits(extra_round_trips=3, sees_updates=False)
 
-    def __init__(self, threshold_fraction: float = 0.5, server_lr: float = 1.0, frac_bits: int = 24,
-                 neighbours: int = 0):
-        if not 0 < threshold_fraction <= 1:
-            raise ValueError(f"threshold_fraction must be in (0, 1], got {threshold_fraction}")
-        if not server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {server_lr}")
-        if not 1 <= frac_bits <= RING_BITS - 2:
-            raise ValueError(f"frac_bits must be in [1, {RING_BITS - 2}], got {frac_bits}")
-        if neighbours < 0 or neighbours % 2:
-            raise ValueError(f"neighbours must be 0 (every pair) or an even number >= 2, got {neighbours}")
-        self.threshold_fraction, self.eta, self.frac_bits = threshold_fraction, server_lr, frac_bits
-        self.k = neighbours or None
+    def __init__(self, config: SecAggConfig | None = None):
+        super().__init__(config)
+        self._reset()  # `configure` may be asked before `setup`: the scenario checks read a client's config
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self._invited: dict[int, set[int]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._invited: dict[int, set[int]] = {}  # version -> clients selected for it (the key exchange)
         self._recovered = 0
+
+    @property
+    def _degree(self) -> int | None:
+        """SecAgg+'s k, None for every pair."""
+        return self.config.neighbours or None
+
+    def objections(self, setting: RunSetting) -> list[tuple[str, str]]:
+        found = super().objections(setting)
+        if setting.compression not in (None, "none"):
+            found.append(("strategy.compression", "secure aggregation masks every entry of the upload; "
+                                                  f"use compression 'none' with {self.name}"))
+        return found
 
     def configure(self, client: int, version: int):
         self._invited.setdefault(version, set()).add(client)
@@ -222,8 +250,9 @@ class SecAggFedAvg(Strategy):
 
     def threshold(self, n: int) -> int:
         """t for n participants: ceil(threshold_fraction * n), capped by the holders of each secret."""
-        holders = n if self.k is None else min(self.k, n - 1) + 1
-        return min(holders, max(1, math.ceil(self.threshold_fraction * holders)))
+        k = self._degree
+        holders = n if k is None else min(k, n - 1) + 1
+        return min(holders, max(1, math.ceil(self.config.threshold_fraction * holders)))
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, _ = stack_deltas(updates)
@@ -235,24 +264,21 @@ class SecAggFedAvg(Strategy):
         n_k = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
         p = n_k / n_k.sum()
         session = SecAggSession(participants, deltas.shape[1], _seed(self.context.seed, version, self.name),
-                                self.threshold(len(participants)), self.frac_bits, self.k)
+                                self.threshold(len(participants)), self.config.frac_bits, self._degree)
         if float(deltas.abs().max()) >= session.range:  # then the p-weighted sum stays in range too
             raise AggregationError(f"an update leaves the secure-aggregation range +-{session.range}; "
                                    f"lower frac_bits")
         masked = {c: session.mask(c, (p_k * d.double()).numpy()) for c, p_k, d in zip(clients, p, deltas)}
         mean = torch.from_numpy(session.unmask(masked))
         self._recovered = len(participants) - len(clients)
-        return global_adapter + (self.eta * mean).to(global_adapter.dtype)
+        return global_adapter + (self.config.server_lr * mean).to(global_adapter.dtype)
 
     def extra_bytes(self, cohort_size: int) -> tuple[int, int]:
         """(up, down) bytes per client beyond the plain upload of the adapter and its download."""
-        rounds = message_bytes(cohort_size, self.layout.size, self.k)
+        rounds = message_bytes(cohort_size, self.layout.size, self._degree)
         up = sum(rounds[r][0] for r in ("advertise_keys", "share_keys", "unmasking"))
         down = sum(rounds[r][1] for r in ("advertise_keys", "share_keys", "masked_input", "unmasking"))
         return up, down
 
     def metrics(self) -> dict[str, float]:
         return {"secagg_recovered": float(self._recovered)}  # dropouts whose pair masks were removed
-
-
-register_strategy("secagg_fedavg", SecAggFedAvg)

@@ -16,27 +16,31 @@ Client duties: none beyond local training from the global adapter.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from aggregation.base import ClientUpdate, Strategy, stack_deltas
-from aggregation.registry import register_strategy
+from aggregation.registry import param, register_strategy
 
 
+@dataclass(frozen=True)
+class TrimmedMeanConfig:
+    beta: float = param(0.2, "share of the values dropped at each end of every coordinate, in [0, 0.5)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta < 0.5:
+            raise ValueError(f"trimmed_mean: beta must lie in [0, 0.5), got {self.beta!r}")
+
+
+@register_strategy
 class TrimmedMean(Strategy):
     name = "trimmed_mean"
-
-    def __init__(self, beta: float = 0.2):
-        if not 0 <= beta < 0.5:
-            raise ValueError(f"trimmed_mean: beta must lie in [0, 0.5), got {beta!r}")
-        self.beta = float(beta)
+    config_class = TrimmedMeanConfig
 
     def aggregate(self, global_adapter: torch.Tensor, version: int, updates: list[ClientUpdate]) -> torch.Tensor:
         deltas, _ = stack_deltas(updates)
         k = deltas.shape[0]
-        b = math.floor(self.beta * k)
+        b = math.floor(self.config.beta * k)
         kept = deltas.sort(dim=0).values[b : k - b]
         return global_adapter + kept.mean(dim=0)
-
-
-register_strategy("trimmed_mean", TrimmedMean)

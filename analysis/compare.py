@@ -50,13 +50,9 @@ class Run:
 
 
 def load_runs(runs: dict[str, Path]) -> list[Run]:
-    """The runs in order, run i coloured PALETTE[i]; ScenarioError for a folder without rounds.parquet."""
+    """The runs in order, run i coloured PALETTE[i]; NotARunFolder for a folder without rounds.parquet."""
     loaded = []
     for i, (label, run_dir) in enumerate(runs.items()):
-        if not (Path(run_dir) / "rounds.parquet").is_file():
-            from scenarios.errors import ScenarioError  # here: importing scenarios loads the fleet and torch
-
-            raise ScenarioError(f"{run_dir}: not a run folder (no rounds.parquet)")
         rounds, clients, summary = load_run(run_dir)
         loaded.append(Run(label, PALETTE[i % len(PALETTE)], with_cumulative(rounds), clients, summary))
     return loaded

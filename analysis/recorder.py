@@ -4,7 +4,7 @@
       scenario.resolved.yaml   every field, defaults included, plus the seed actually used
       rounds.parquet           one row per round (server version), rewritten after each round
       clients.parquet          one row per client session, rewritten every `flush_every` rounds
-      checkpoint.safetensors   what a resumed run needs (fleet.checkpoint), while the run is going; removed
+      checkpoint.safetensors   what a resumed run needs (analysis/checkpoint.py), while the run is going; removed
                                once summary.json is written
       summary.json             headline figures, written at the end
       adapter/                 the final global adapter in PEFT format
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from fleet import checkpoint
+from analysis import checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -157,8 +157,14 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+class NotARunFolder(ValueError):
+    """A folder given as a run's holds no run (the CLI reports it as bad input)."""
+
+
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     run_dir = Path(run_dir)
+    if not (run_dir / "rounds.parquet").is_file():
+        raise NotARunFolder(f"{run_dir}: not a run folder (no rounds.parquet)")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return pd.read_parquet(run_dir / "rounds.parquet"), pd.read_parquet(run_dir / "clients.parquet"), summary

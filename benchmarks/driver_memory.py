@@ -22,25 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from aggregation import StrategyContext
-from aggregation.compression import ErrorFeedback, build_codec
+from analysis import checkpoint
 from analysis.recorder import RunRecorder
-from fleet import checkpoint
-from fleet.attacks import Attack
-from fleet.base_model import load_base_model
 from fleet.clients import ClientSide
-from fleet.emulator import Emulator
-from fleet.selection import build_selector
-from fleet.trainer import TrainResult, adapter_layout, get_flat, wrap_with_lora
-from scenarios.checks import target_architecture
+from fleet.trainer import TrainResult
+from scenarios.assembly import assemble
 from scenarios.loader import load_scenario
-from scenarios.runner import (build_fleet, build_scenario_strategy, device_ranks, lora_spec, radio, round_rules,
-                              session_cost)
 
-DATA_CLIENTS = 664  # the built-in data set's clients
 REPORT_AT = (10, 50, 100)
 
 
@@ -96,24 +86,16 @@ def main() -> None:
         "strategy.name=fedsa_lora", "strategy.compression.name=q8", "output.report=false",
     ])
     start = memory_mb()
-    strategy = build_scenario_strategy(scenario)
-    lora = lora_spec(scenario)
-    model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
-    layout, adapter = adapter_layout(model, lora), get_flat(model)
-    del model
-    arch = target_architecture(scenario)
-    fleet = build_fleet(scenario, DATA_CLIENTS)
-    ranks = device_ranks(scenario, arch, fleet)
-    strategy.setup(StrategyContext(layout, population=len(fleet), cohort=args.cohort, seed=scenario.seed))
-    codec = build_codec("q8")
+    run = assemble(scenario)  # the scenario's fleet, strategy, codec and ranks, as a run builds them
+    run.server_model = None  # only the final save needs it
+    fleet, ranks = run.fleet, run.ranks
     marks: dict[int, tuple] = {}
     wall_start = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         state = run_dir / "state"  # where the runner puts it
-        clients = ClientSide(layout, strategy, adapter, scenario.seed, Attack(), np.zeros(len(fleet), bool),
-                             ErrorFeedback(codec, state / "residual"), state)
+        clients = run.client_side(state)
 
         def progress(row: dict) -> None:
             if row["round"] in REPORT_AT:
@@ -122,25 +104,17 @@ def main() -> None:
                                        time.perf_counter() - wall_start)
 
         recorder = RunRecorder(run_dir, {"name": scenario.name})
-        emulator = Emulator(
-            seed=scenario.seed, fleet=fleet, num_samples=np.full(DATA_CLIENTS, 100), rules=round_rules(scenario),
-            radio=radio(scenario), cost=session_cost(scenario, arch, layout, strategy, ranks, codec),
-            selector=build_selector(scenario.run.selection.name, **scenario.run.selection.params()),
-            adapter=adapter.clone(), strategy=strategy, clients=clients, host=InstantHost(layout.size),
-            sink=recorder, ranks=ranks, on_progress=progress,
-        )
+        emulator = run.emulator(clients, InstantHost(run.layout.size), recorder, on_progress=progress)
         base = memory_mb()
         emulator.run()
         recorder.close({})
         sessions = len(recorder.sessions_frame(["device"]))
-        saved = checkpoint_figures(clients, run_dir, lambda state: ClientSide(
-            layout, strategy, adapter, scenario.seed, Attack(), np.zeros(len(fleet), bool),
-            ErrorFeedback(codec, state / "residual"), state))
+        saved = checkpoint_figures(clients, run_dir, run.client_side)
     shared = int(clients.shared.sum())
     personal_values = int(clients.personal_mask.sum())
     print(f"fleet: {len(fleet):,} devices, {int((ranks > 0).sum()):,} can train; {args.rounds} rounds of "
           f"{args.cohort} updates; {sessions:,} sessions; wall {time.perf_counter() - wall_start:.0f} s")
-    print(f"adapter: {layout.size:,} values; personal (LoRA B) {personal_values:,} as float16, "
+    print(f"adapter: {run.layout.size:,} values; personal (LoRA B) {personal_values:,} as float16, "
           f"residual of the shared part {shared:,} as float32; both in files")
     print(f"RSS before building: {start['VmRSS']:.0f} MB; baseline after fleet and emulator: RSS "
           f"{base['VmRSS']:.0f} MB, anonymous {base['RssAnon']:.0f} MB, file {base['RssFile']:.0f} MB")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis.plan import run_plan
+from scenarios.plan import run_plan
 from analysis.plan_report import format_plan
 from scenarios.loader import load_scenario
 

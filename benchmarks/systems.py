@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from scenarios.loader import load_scenario
-from scenarios.runner import RunOptions, build_fleet, run_scenario
+from scenarios.assembly import build_fleet
+from scenarios.runner import RunOptions, run_scenario
 
 
 def fleet_sampling_seconds(scenario) -> float:

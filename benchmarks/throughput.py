@@ -23,14 +23,10 @@ import torch
 from fleet.base_model import load_base_model, load_tokenizer
 from fleet.trainer import LocalTrainer, TrainJob, adapter_layout, get_flat, wrap_with_lora
 from scenarios.loader import load_scenario
-from scenarios.runner import (
-    RunOptions,
-    lora_spec,
-    prepare_data,
-    run_scenario,
-    target_architecture,
-    train_settings,
-)
+from scenarios.assembly import lora_spec, train_settings
+from scenarios.checks import target_architecture
+from scenarios.client_data import prepare_data
+from scenarios.runner import RunOptions, run_scenario
 
 CLIENTS = 100
 

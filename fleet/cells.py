@@ -1,28 +1,105 @@
-"""A cell's shared link as the clock sees it: transfers join and leave, and each finishes when its bits are
-through. The band itself (who gets which share at which rate, and the radio energy each transfer draws over
-the rates it actually had) is `network_models.SharedBand`; this module only turns its next completion into a
-SimPy event. Whenever a transfer joins or leaves, everybody's share changes, so the pending timer is superseded
-by a new one (a stale timer finds a newer generation and does nothing), which is cheaper than a process that
-is woken on every change.
+"""The fleet's cells as the clock sees them: each device's path loss, the interference of other cells, and the
+links a transfer crosses (`CellNetwork` builds them for a fleet and its `Radio`).
+
+On a link, transfers join and leave, and each finishes when its bits are through. The band itself (who gets
+which share at which rate, and the radio energy each transfer draws over the rates it actually had) is
+`network_models.SharedBand`; this module only turns its next completion into a SimPy event. Whenever a
+transfer joins or leaves, everybody's share changes, so the pending timer is superseded by a new one (a stale
+timer finds a newer generation and does nothing), which is cheaper than a process that is woken on every
+change.
 
 Devices never wait out transfer time themselves: they ask the link and wait for the event it returns, whose
-value is the transfer's `Delivery` (bits, air seconds, radio joules). Three kinds of link share that interface
-(send, cancel, snr_applies): a cell's shared band (CellLink), a recorded trace (TraceLink) and a cell's
-broadcast of the global adapter (Multicast). `cancel` answers with the Delivery of what had gone through.
+value is the transfer's `Delivery` (bits, air seconds, radio joules). Every link has the one interface `Link`
+(send, cancel, snr_applies, air_share): a cell's shared band (CellLink), a recorded trace (TraceLink), a cell's
+broadcast of the global adapter (Multicast) and the cell site's backhaul, which devices at the site use instead
+of the radio (Backhaul). `cancel` answers with the Delivery of what had gone through.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
 import numpy as np
 import simpy
 
-from network_models import NO_POWER, Delivery, RadioPower, RateTrace, SharedBand
+from fleet.devices import Fleet
+from fleet.rng import stream
+from network_models import (
+    NO_POWER,
+    Delivery,
+    RadioPower,
+    RateTrace,
+    SharedBand,
+    downlink_interference_mw_per_hz,
+    path_loss_db,
+    shannon_rate_bps,
+    snr_db,
+    uplink_interference_mw_per_hz,
+)
 
 NOTHING = Delivery(0.0, 0.0, 0.0)  # what cancelling a transfer the link does not know delivered
 
 
+@dataclass(frozen=True)
+class Radio:
+    """The scenario's radio: propagation, bands and powers, outage, the sites' backhaul. Units: Hz, dBm, dB,
+    bit/s, seconds."""
+
+    path_loss: str
+    carrier_ghz: float
+    uplink_hz: float
+    downlink_hz: float
+    bs_power_dbm: float
+    noise_figure_db: float
+    sharing: str  # "ofdma" or "tdma"
+    fading: str
+    k_factor_db: float
+    outage_snr_db: float
+    backhaul_bps: float
+    backhaul_latency_s: float
+    uplink_trace: RateTrace | None = None  # replaces the shared uplink band when given
+    downlink_trace: RateTrace | None = None
+    multicast: bool = False  # the global adapter goes out once per cell, at the rate of its weakest invitee
+    outage_reference_hz: float = 20e6  # the outage test's SNR is over this width, whatever the band
+    # Inter-cell interference (frequency reuse 1): the sites, and the fraction of time (or band) a neighbouring
+    # cell transmits. None or 0: rates from SNR alone.
+    sites: np.ndarray | None = None
+    interference_load: float = 0.0
+    interferer_path_loss: str = "uma_nlos"  # paths from other sites: mostly without a line of sight
+
+
+class Link(Protocol):
+    """What a session asks of the link a transfer crosses, whichever kind it is.
+
+    `transfer_id` is the device: a device has at most one transfer on a link at a time."""
+
+    # Whether a transfer is refused when the device's SNR is below the outage threshold (a measured trace
+    # and the wired backhaul have no SNR to judge).
+    snr_applies: bool
+    # The part of each transfer the cell's radio carries for its device: 1 for a transfer of its own, 1/n of
+    # a broadcast to n receivers, 0 over the backhaul (no radio at all).
+    air_share: float
+
+    def send(
+        self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float, power: RadioPower = NO_POWER,
+        interference_mw_per_hz: float = 0.0,
+    ) -> simpy.Event:
+        """An event that fires, with the transfer's Delivery, when `bits` have crossed the link. The sender
+        transmits at `tx_power_dbm` over a path losing `loss_db`, with `interference_mw_per_hz` from other
+        cells at the receiver; `power` is what the device's radio draws meanwhile."""
+        ...
+
+    def cancel(self, transfer_id: int) -> Delivery:
+        """Stop a transfer (the device left); the Delivery of what had gone through (NOTHING if unknown)."""
+        ...
+
+
 class CellLink:
+    """A cell's shared band (`network_models.SharedBand`): every transfer's rate changes as others come and go."""
+
     snr_applies = True
+    air_share = 1.0
 
     def __init__(self, env: simpy.Environment, band: SharedBand):
         self.env, self.band = env, band
@@ -75,6 +152,7 @@ class TraceLink:
     slightly overstates it (power is concave in the rate), which a trace's own coarse steps dwarf anyway."""
 
     snr_applies = False  # a measured rate has no SNR to put in outage
+    air_share = 1.0
 
     def __init__(self, env: simpy.Environment, trace: RateTrace, offsets_s: np.ndarray):
         self.env, self.trace, self.offsets_s = env, trace, offsets_s
@@ -141,6 +219,7 @@ class Multicast:
         if not (bits >= 0 and np.isfinite(bits)):
             raise ValueError(f"a broadcast needs finite bits >= 0, got {bits}")
         self.env, self.rate, self.receivers, self.start, self.bits = env, rate_bps, receivers, env.now, bits
+        self.air_share = 1 / receivers  # the cell sends it once for all its receivers
         self.duration = bits / rate_bps
         self.done = env.timeout(self.duration)
         # receiver -> (its radio power, the event it waits on), until the broadcast ends or it leaves
@@ -175,3 +254,111 @@ class Multicast:
         seconds = min(self.env.now - self.start, self.duration)
         bits = self.bits * seconds / self.duration if self.duration > 0 else self.bits
         return Delivery(bits, seconds, float(power.watts(self.rate)) * seconds)
+
+
+class Backhaul:
+    """The cell site's wired link to the server, for devices standing at the site (cell-site servers): its
+    latency and rate both ways, no radio, so no SNR, no air time of the cell and no radio energy. Each transfer
+    has the backhaul's rate to itself."""
+
+    snr_applies = False
+    air_share = 0.0
+
+    def __init__(self, env: simpy.Environment, rate_bps: float, latency_s: float):
+        self.env, self.rate_bps, self.latency_s = env, rate_bps, latency_s
+        self._active: dict[int, tuple[float, float, float]] = {}  # transfer -> (start, seconds, bits)
+
+    def send(
+        self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float, power: RadioPower = NO_POWER,
+        interference_mw_per_hz: float = 0.0,
+    ) -> simpy.Event:
+        """An event that fires, with the transfer's Delivery, after the latency and `bits` at the backhaul's
+        rate (the radio arguments do not apply)."""
+        seconds = self.latency_s + bits / self.rate_bps
+        record = self._active[transfer_id] = (self.env.now, seconds, bits)
+        done = self.env.timeout(seconds, value=Delivery(bits, seconds, 0.0))
+
+        def forget(_) -> None:
+            if self._active.get(transfer_id) is record:
+                del self._active[transfer_id]
+
+        done.callbacks.append(forget)
+        return done
+
+    def cancel(self, transfer_id: int) -> Delivery:
+        """What went through before the device left: bits prorated over the transfer's time."""
+        record = self._active.pop(transfer_id, None)
+        if record is None:
+            return NOTHING
+        start, seconds, bits = record
+        elapsed = self.env.now - start
+        return Delivery(bits * elapsed / seconds, elapsed, 0.0)
+
+
+class CellNetwork:
+    """A fleet's cells under a `Radio`: each device's path loss to its site (shadowing included), the
+    interference of neighbouring cells, and the links: each cell's uplink and downlink (a shared band, or one
+    trace replayed by every device from its own offset) and the sites' backhaul, for devices at a site."""
+
+    def __init__(self, env: simpy.Environment, seed: int, fleet: Fleet, radio: Radio):
+        self.env, self.seed, self.fleet, self.radio = env, seed, fleet, radio
+        self.loss_db = (path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz, los=fleet.los)
+                        + fleet.shadowing_db)
+        self.at_site = fleet.per_class("at_site", np.arange(len(fleet))).astype(bool)
+        self.interference_down, self.interference_up = self._interference()
+        self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
+        self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
+        self.backhaul = Backhaul(env, radio.backhaul_bps, radio.backhaul_latency_s)
+
+    def _links(self, band_hz: float, trace: RateTrace | None, direction: str) -> list[Link]:
+        """One shared band per cell, or one trace replayed by every device (from its own offset). A cell's
+        downlink splits the base station's one power budget among the devices it serves."""
+        cells = int(self.fleet.cell.max()) + 1
+        if trace is None:
+            return [CellLink(self.env, SharedBand(band_hz, self.radio.noise_figure_db, self.radio.sharing,
+                                                  split_power=direction == "downlink"))
+                    for _ in range(cells)]
+        offsets = stream(self.seed, "trace-offset", direction).uniform(0.0, trace.period_s, len(self.fleet))
+        return [TraceLink(self.env, trace, offsets)] * cells
+
+    def _interference(self) -> tuple[np.ndarray, np.ndarray]:
+        """Interference power density (mW/Hz) on each device's downlink and at each cell's uplink receiver,
+        from neighbouring cells transmitting a `radio.interference_load` share of the time."""
+        radio, fleet = self.radio, self.fleet
+        cells = int(fleet.cell.max()) + 1
+        if radio.sites is None or not radio.interference_load or len(radio.sites) < 2:
+            return np.zeros(len(fleet)), np.zeros(cells)
+        common = dict(sites=radio.sites, carrier_ghz=radio.carrier_ghz, load=radio.interference_load,
+                      model=radio.interferer_path_loss)
+        down = downlink_interference_mw_per_hz(fleet.xy, fleet.cell, bs_power_dbm=radio.bs_power_dbm,
+                                               band_hz=radio.downlink_hz, **common)
+        radio_devices = ~self.at_site
+        up = uplink_interference_mw_per_hz(fleet.xy[radio_devices], fleet.cell[radio_devices],
+                                           fleet.per_class("tx_power_dbm", np.flatnonzero(radio_devices)),
+                                           band_hz=radio.uplink_hz, **common)
+        return down, up
+
+    def uplink_rate_bps(self, devices: np.ndarray, band_hz: float, fade_db: np.ndarray | None = None) -> np.ndarray:
+        """Each device's Shannon rate on `band_hz` of its cell's uplink, interference counted, after its fading
+        (None: none)."""
+        loss = self.loss_db[devices] if fade_db is None else self.loss_db[devices] - fade_db
+        return shannon_rate_bps(band_hz, self.fleet.per_class("tx_power_dbm", devices), loss,
+                                self.radio.noise_figure_db, self.interference_up[self.fleet.cell[devices]])
+
+    def multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray,
+                   download_bytes: Callable[[int], int]) -> dict[int, Multicast]:
+        """One broadcast of the global adapter per cell with invitees, over the whole downlink band at the base
+        station's full power, at the rate of the weakest invitee that is not in outage (all must decode it).
+        `download_bytes`: what each device downloads."""
+        radio, cells = self.radio, self.fleet.cell[devices]
+        loss = self.loss_db[devices] - fade_down_db
+        snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
+        rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db,
+                                self.interference_down[devices])
+        out = {}
+        for cell in np.unique(cells):
+            ok = (cells == cell) & (snr >= radio.outage_snr_db)
+            if ok.any():
+                bits = 8.0 * max(download_bytes(int(d)) for d in devices[ok])
+                out[int(cell)] = Multicast(self.env, bits, float(rate[ok].min()), int((cells == cell).sum()))
+        return out

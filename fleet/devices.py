@@ -166,6 +166,27 @@ class Fleet:
         battery = self.battery_wh[devices]
         return np.where(np.isinf(battery), 1.0, self.charge_wh[devices] / np.where(np.isinf(battery), 1.0, battery))
 
+    def battery_level(self, d: int) -> float:
+        """Device d's charge over capacity, NaN on mains power; scalar code, as it runs twice per session."""
+        capacity = self.battery_wh[d]
+        return float(self.charge_wh[d] / capacity) if np.isfinite(capacity) else float("nan")
+
+    def seconds_to_cutoff(self, d: int, power_w: float, now: float, cutoff_charge: float) -> float:
+        """How long device d's battery lasts above `cutoff_charge` (a fraction of capacity) at `power_w` of
+        load from `now`: a plugged-in device drains only by what its charger does not cover. Inf on mains."""
+        if not np.isfinite(self.battery_wh[d]):
+            return float("inf")
+        if self.charging(now, np.array([d]))[0]:
+            power_w -= self.classes[self.cls[d]].charger_w
+        if power_w <= 0:
+            return float("inf")
+        above = self.charge_wh[d] - cutoff_charge * self.battery_wh[d]
+        return max(0.0, above * 3600.0 / power_w)  # Wh to J over W
+
+    def drain(self, d: int, energy_j: float) -> None:
+        """Take `energy_j` out of device d's battery (mains: inf stays inf)."""
+        self.charge_wh[d] -= energy_j / 3600.0  # J to Wh
+
     def mean_battery_level(self) -> dict[str, float]:
         """Per class, the mean charge fraction of its battery-powered devices (NaN: the class has none)."""
         on_battery = np.isfinite(self.battery_wh)

@@ -17,6 +17,10 @@ Each starts from the global version current when it is invited; whenever a sessi
 is invited. Each arrival is admitted (or dropped as too stale) into a buffer, and the server aggregates
 whenever the strategy says the buffer is ready. There are no deadlines: stragglers are late, not lost.
 
+Every transfer crosses a `fleet.cells.Link`: the cell's shared band, a recorded trace, the cell's multicast of
+the global adapter, or, for servers standing at the cell site, the backhaul alone. A session asks each the
+same way and waits for the Delivery (bits, air time, radio energy) it answers with.
+
 The clock decides first, the host works second: a session's fate depends only on sampled device, channel
 and hazard draws, never on training results, so the emulator asks the worker pool to train a client only
 once its update has arrived in time. Training is a pure function of (global version, client, round, seed),
@@ -25,17 +29,16 @@ so when it is submitted changes no number, and a dropped session costs no host c
 
 Checkpoints: every `checkpoint_every` rounds the emulator hands its sink what training has built (global
 adapter, strategy state, what devices keep, the start adapters of sessions still at work) together with a
-journal of what each server step decided from training results (which updates were rejected, the losses
-selection may use, whether a version was published). SimPy processes cannot be saved, and need not be: every
-random draw comes from a keyed stream, so a resumed run replays the clock from time 0 with nothing trained,
-taking those decisions from the journal, until it reaches the checkpoint; it checks that the replayed clock,
-version and batteries equal the saved ones, loads the saved state and goes on training.
+journal of what each server step decided from training results (`fleet.replay.Journal`). A resumed run
+replays the clock from time 0 with nothing trained, taking those decisions from the journal, until it
+reaches the checkpoint; it checks that the replayed clock, version and batteries equal the saved ones, loads
+the saved state and goes on training.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -44,29 +47,35 @@ import torch
 
 from aggregation import AggregationError, ClientConfig, Strategy
 from aggregation.screening import DEFAULT_NORM_FACTOR, screen_updates
-from fleet.cells import CellLink, Multicast, TraceLink
+from fleet.cells import CellNetwork, Link, Multicast, Radio  # Radio: part of this module's API too
 from fleet.clients import ClientSide
 from fleet.devices import Fleet
+from fleet.replay import Journal, Step
 from fleet.rng import stream
 from fleet.selection import DeviceHistory, SelectionContext
 from fleet.trainer import TrainJob, TrainResult
-from network_models import (
-    Delivery,
-    RadioPower,
-    RateTrace,
-    SharedBand,
-    downlink_interference_mw_per_hz,
-    fading_gain_db,
-    path_loss_db,
-    shannon_rate_bps,
-    snr_db,
-    uplink_interference_mw_per_hz,
-)
+from network_models import NO_POWER, Delivery, RadioPower, fading_gain_db, snr_db
 
 NOT_EVALUATED = {"eval_loss": float("nan"), "eval_ppl": float("nan"), "personal_loss": float("nan"),
                  "personal_global_loss": float("nan")}
 OUTCOMES = ("completed", "offline", "device_failure", "battery", "link_outage", "missed_deadline", "surplus",
             "stale", "rejected_nonfinite", "rejected_norm")
+
+# An asynchronous server that receives no update for this long is stuck: no device it can invite ever
+# completes. A week spans every daily availability and charging pattern.
+STALL_LIMIT_S = 7 * 86_400.0
+# Devices (of those able to train) whose own held-out text each evaluated version is scored on, with their
+# personal part: a fixed sample, so that versions compare on the same text; and windows of each one's text.
+PERSONAL_EVAL_CLIENTS = 32
+PERSONAL_EVAL_WINDOWS = 4
+# Seconds a server with nobody to invite waits before asking again, when no round deadline gives the pace.
+RETRY_S = 60.0
+# Under a local time budget, a budget that is an exact multiple of the step time fits that many steps,
+# whatever the division rounds to.
+STEP_FIT_TOLERANCE = 1e-9
+# Floor of the rate a device expects for its upload, bit/s: a device in outage plans with a very long upload
+# rather than a division by zero.
+MIN_EXPECTED_RATE_BPS = 1.0
 
 
 class Host(Protocol):
@@ -120,31 +129,6 @@ class RoundRules:
 
 
 @dataclass(frozen=True)
-class Radio:
-    path_loss: str
-    carrier_ghz: float
-    uplink_hz: float
-    downlink_hz: float
-    bs_power_dbm: float
-    noise_figure_db: float
-    sharing: str  # "ofdma" or "tdma"
-    fading: str
-    k_factor_db: float
-    outage_snr_db: float
-    backhaul_bps: float
-    backhaul_latency_s: float
-    uplink_trace: RateTrace | None = None  # replaces the shared uplink band when given
-    downlink_trace: RateTrace | None = None
-    multicast: bool = False  # the global adapter goes out once per cell, at the rate of its weakest invitee
-    outage_reference_hz: float = 20e6  # the outage test's SNR is over this width, whatever the band
-    # Inter-cell interference (frequency reuse 1): the sites, and the fraction of time (or band) a neighbouring
-    # cell transmits. None or 0: rates from SNR alone.
-    sites: np.ndarray | None = None
-    interference_load: float = 0.0
-    interferer_path_loss: str = "uma_nlos"  # paths from other sites: mostly without a line of sight
-
-
-@dataclass(frozen=True)
 class SessionCost:
     """What one client session moves and computes (for the emulated architecture): a number for every
     device, or one per device where ranks differ."""
@@ -157,11 +141,6 @@ class SessionCost:
     bytes_down_full_rank: int | None = None
 
 
-# An asynchronous server that receives no update for this long is stuck: no device it can invite ever
-# completes. A week spans every daily availability and charging pattern.
-STALL_LIMIT_S = 7 * 86_400.0
-
-
 class EmulationStalled(RuntimeError):
     """The run cannot go on: no update reaches the server however long it waits."""
 
@@ -170,6 +149,13 @@ class Dropped(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class Direction(Enum):
+    """Which way a transfer goes; its value is the session's phase meanwhile."""
+
+    DOWN = "download"
+    UP = "upload"
 
 
 class SessionLog:
@@ -192,6 +178,21 @@ class SessionLog:
         self.steps = 0  # local steps trained (fewer than asked for: partial work)
         self.staleness = -1  # server versions published while it trained; -1: no update arrived
         self.charge_start = self.charge_end = float("nan")  # battery fraction; NaN on mains power
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """An invitee's draws for one session, made when it is invited."""
+
+    device: int
+    multicast: Multicast | None  # its cell's broadcast of the global adapter, if the radio multicasts
+    hazard_s: float  # seconds until the device leaves (inf: it stays)
+    hazard: str  # why it leaves then: "offline" or "device_failure"
+    fade_up_db: float  # fading gain of its upload's channel, dB
+    fade_down_db: float  # and of its download's
+    steps: int  # local steps asked for
+    train_s: float  # seconds they take at the device's speed
+    upload_estimate_s: float  # its upload when the round's K devices share the cell's uplink (partial work)
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Emulator:
         host: Host | None,
         sink: Sink,
         ranks: np.ndarray | None = None,
-        personal_eval_clients: int = 32,
+        personal_eval_clients: int = PERSONAL_EVAL_CLIENTS,
         probes: tuple[Probe, ...] = (),
         on_progress=lambda row: None,
         checkpoint_every: int = 0,
@@ -252,14 +253,9 @@ class Emulator:
         self.bytes_down = np.broadcast_to(np.asarray(cost.bytes_down, dtype=np.int64), len(fleet))
         self.bytes_up = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.int64), len(fleet))
         self.history = DeviceHistory.empty(len(fleet))
-        self.loss_db = (path_loss_db(radio.path_loss, fleet.distance_m, radio.carrier_ghz, los=fleet.los)
-                        + fleet.shadowing_db)
-        self.at_site = fleet.per_class("at_site", np.arange(len(fleet))).astype(bool)
-        self.interference_down, self.interference_up = self._interference()
         self.bytes_down_full_rank = int(self.bytes_down.max() if cost.bytes_down_full_rank is None
                                         else cost.bytes_down_full_rank)
-        self.uplinks = self._links(radio.uplink_hz, radio.uplink_trace, "uplink")
-        self.downlinks = self._links(radio.downlink_hz, radio.downlink_trace, "downlink")
+        self.cells = CellNetwork(self.env, seed, fleet, radio)  # path losses, interference, links
         self._charged_until = 0.0
         self._pending_eval: tuple[dict, Any, Any, list] | None = None
         candidates = np.flatnonzero(self.eligible)
@@ -273,44 +269,12 @@ class Emulator:
         self._wake: simpy.Event | None = None
         self._at_work: dict[int, Cohort] = {}  # device -> the cohort of the session it is in
         self.checkpoint_every = checkpoint_every
-        self._journal: list[dict] = []  # per server step, what it decided from training results
-        # While set, the clock is replayed up to the checkpoint.
-        self._resume = None if resume is None else {**resume, "journal": json.loads(resume["journal"])}
-        if resume is not None and not self._resume["journal"]:
-            raise ValueError("a checkpoint with no server step to go on from")
-        self._replayed_download: int | None = None
-
-    def _links(self, band_hz: float, trace, direction: str) -> list:
-        """One shared band per cell, or one trace replayed by every device (from its own offset). A cell's
-        downlink splits the base station's one power budget among the devices it serves."""
-        cells = int(self.fleet.cell.max()) + 1
-        if trace is None:
-            return [CellLink(self.env, SharedBand(band_hz, self.radio.noise_figure_db, self.radio.sharing,
-                                                  split_power=direction == "downlink"))
-                    for _ in range(cells)]
-        offsets = stream(self.seed, "trace-offset", direction).uniform(0.0, trace.period_s, len(self.fleet))
-        return [TraceLink(self.env, trace, offsets)] * cells
-
-    def _interference(self) -> tuple[np.ndarray, np.ndarray]:
-        """Interference power density (mW/Hz) on each device's downlink and at each cell's uplink receiver,
-        from neighbouring cells transmitting a `radio.interference_load` share of the time."""
-        radio, fleet = self.radio, self.fleet
-        cells = int(fleet.cell.max()) + 1
-        if radio.sites is None or not radio.interference_load or len(radio.sites) < 2:
-            return np.zeros(len(fleet)), np.zeros(cells)
-        common = dict(sites=radio.sites, carrier_ghz=radio.carrier_ghz, load=radio.interference_load,
-                      model=radio.interferer_path_loss)
-        down = downlink_interference_mw_per_hz(fleet.xy, fleet.cell, bs_power_dbm=radio.bs_power_dbm,
-                                               band_hz=radio.downlink_hz, **common)
-        radio_devices = ~self.at_site
-        up = uplink_interference_mw_per_hz(fleet.xy[radio_devices], fleet.cell[radio_devices],
-                                           fleet.per_class("tx_power_dbm", np.flatnonzero(radio_devices)),
-                                           band_hz=radio.uplink_hz, **common)
-        return down, up
+        # Per server step, what it decided from training results; resuming, the replay up to the checkpoint.
+        self.journal = Journal(resume)
 
     def run(self) -> torch.Tensor:
         """Run until `rules.rounds` server versions (or rounds) are done; returns the final global adapter."""
-        story = self.asynchronous_server() if self.strategy.asynchronous else self.synchronous_server()
+        story = self.asynchronous_server() if self.strategy.traits.asynchronous else self.synchronous_server()
         server = self.env.process(story)
         self.env.run(until=server)  # pending hazard timers of closed rounds are not waited for
         self._finish_eval()
@@ -319,8 +283,7 @@ class Emulator:
     # --- the server's stories ----------------------------------------------------------------------
 
     def synchronous_server(self):
-        self._publish()
-        self._evaluate(self._row(0, 0.0, [], [], False))
+        self._start()
         for rnd in range(1, self.rules.rounds + 1):
             opened = self.env.now
             self._charge()
@@ -347,9 +310,8 @@ class Emulator:
 
     def asynchronous_server(self):
         """Keep `concurrency` devices at work; aggregate whenever the strategy's buffer is ready."""
-        self._publish()
-        self._evaluate(self._row(0, 0.0, [], [], False))
-        concurrency = self.strategy.concurrency or self.rules.selected
+        self._start()
+        concurrency = self.strategy.traits.concurrency or self.rules.selected
         busy: dict[int, simpy.Process] = {}
         buffer: list[Arrival] = []
         invitations, opened, last_update = 0, 0.0, 0.0
@@ -361,7 +323,7 @@ class Emulator:
                                       k=concurrency - len(busy))
                 cohort = self._cohort(invitations, float("inf"), None)
                 for plan in self.plan(invitations, invited):
-                    busy[plan["device"]] = self.env.process(self.session(cohort, plan))
+                    busy[plan.device] = self.env.process(self.session(cohort, plan))
             self._wake = self.env.event()
             yield self._wake if busy else self._wake | self.env.timeout(self._retry_s())
             for device in self._finished:
@@ -386,6 +348,12 @@ class Emulator:
         self._record_sessions(self.version)
         self._charge()
 
+    def _start(self) -> None:
+        """Publish version 0 and evaluate it (a replayed run has its row on record already)."""
+        self._publish()
+        if not self.journal.replaying:
+            self._evaluate(self._row(0, 0.0, [], [], False))
+
     def _stalled_message(self) -> str:
         """Why no update arrives: who cannot be invited, and how the sessions of those who were ended."""
         fleet, now = self.fleet, self.env.now
@@ -403,43 +371,44 @@ class Emulator:
                 f"and the radio (network.outage_snr_db, powers, cell_radius_m)")
 
     def _retry_s(self) -> float:
-        return self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else 60.0
+        return self.rules.deadline_s if np.isfinite(self.rules.deadline_s) else RETRY_S
 
     def _cohort(self, key: int, deadline_at: float, k: int | None) -> Cohort:
         return Cohort(self.env, key, self.version, self.adapter, self._adapter_ref, self._base_ref, deadline_at, k)
 
     def _extra_round_trips(self):
-        """Protocols with message rounds beyond the upload (secure aggregation) wait a round trip for each."""
-        if self.strategy.extra_round_trips:
-            yield self.env.timeout(self.strategy.extra_round_trips * 2 * self.radio.backhaul_latency_s)
+        """Protocols with message rounds beyond the upload (secure aggregation) wait a round trip (there and
+        back over the backhaul) for each."""
+        trips = self.strategy.traits.extra_round_trips
+        if trips:
+            yield self.env.timeout(trips * 2 * self.radio.backhaul_latency_s)
 
-    def session(self, cohort: Cohort, plan: dict):
+    # --- a device's story --------------------------------------------------------------------------
+
+    def session(self, cohort: Cohort, plan: SessionPlan):
         """One device's session: download, train, upload, unless something ends it first."""
-        d = plan["device"]
+        d = plan.device
         log = SessionLog(d, cohort.key, cohort.version, self.env.now)
         self._at_work[d] = cohort
-        log.charge_start = self._battery_level(d)
-        hazard = self._arm_hazard(self.env.active_process, log, plan["hazard_s"], plan["hazard"])
-        fleet, radio = self.fleet, self.radio
-        cls = fleet.classes[fleet.cls[d]]
+        log.charge_start = self.fleet.battery_level(d)
+        hazard = self._arm_hazard(self.env.active_process, log, plan.hazard_s, plan.hazard)
+        fleet, radio, cells = self.fleet, self.radio, self.cells
+        cls, cell = fleet.classes[fleet.cls[d]], fleet.cell[d]
         config = self.strategy.configure(d, cohort.version)
+        if cells.at_site[d]:  # a server at the cell site: the backhaul both ways, no radio
+            downlink, uplink, radio_down, radio_up = cells.backhaul, cells.backhaul, NO_POWER, NO_POWER
+        else:
+            downlink, uplink = plan.multicast or cells.downlinks[cell], cells.uplinks[cell]
+            radio_down, radio_up = cls.radio_down, cls.radio_up
         try:
-            if self.at_site[d]:  # a server at the cell site: the backhaul both ways, no radio
-                yield from self.over_backhaul(log, "download", self._download_bytes(d))
-            else:
-                downlink = plan["multicast"] or self.downlinks[fleet.cell[d]]
-                yield from self.transfer(log, "download", downlink, self._download_bytes(d), radio.bs_power_dbm,
-                                         self.loss_db[d] - plan["fade_down_db"], cls.radio_down,
-                                         self.interference_down[d])
+            yield from self.transfer(log, Direction.DOWN, downlink, self._download_bytes(d), radio.bs_power_dbm,
+                                     cells.loss_db[d] - plan.fade_down_db, radio_down, cells.interference_down[d])
             log.phase = "train"
             log.steps, train_s = self._local_work(cohort, plan, config)
-            yield from self.spend(log, "train", self.env.timeout(train_s), cls.compute_power_w)
-            if self.at_site[d]:
-                yield from self.over_backhaul(log, "upload", self.bytes_up[d])
-            else:
-                yield from self.transfer(log, "upload", self.uplinks[fleet.cell[d]], self.bytes_up[d],
-                                         cls.tx_power_dbm, self.loss_db[d] - plan["fade_up_db"], cls.radio_up,
-                                         self.interference_up[fleet.cell[d]])
+            yield from self.train_locally(log, self.env.timeout(train_s), cls.compute_power_w)
+            yield from self.transfer(log, Direction.UP, uplink, self.bytes_up[d], cls.tx_power_dbm,
+                                     cells.loss_db[d] - plan.fade_up_db, radio_up, cells.interference_up[cell])
+            if not cells.at_site[d]:
                 log.phase = "backhaul"  # the device is done; the cell's backhaul carries the update on
                 yield self.env.timeout(radio.backhaul_latency_s + 8 * self.bytes_up[d] / radio.backhaul_bps)
             if cohort.enough.triggered:  # arrived in the same instant as the K-th
@@ -456,29 +425,28 @@ class Emulator:
             log.outcome = stop.cause
         hazard.clear()  # its timer may lie in the queue for hours more: let it hold nothing
         log.t_end = self.env.now
-        log.charge_end = self._battery_level(d)
+        log.charge_end = self.fleet.battery_level(d)
         del self._at_work[d]
         self._ended.append(log)
         self._finished.append(d)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
-    def _local_work(self, cohort: Cohort, plan: dict, config: ClientConfig) -> tuple[int, float]:
+    def _local_work(self, cohort: Cohort, plan: SessionPlan, config: ClientConfig) -> tuple[int, float]:
         """Local steps and their duration. With partial work (FedProx), a device that would miss the
         deadline trains only the steps that leave time for its upload (estimated at its share of the
         uplink when the round's K devices upload at once)."""
-        steps, train_s = plan["steps"], plan["train_s"]
+        steps, train_s = plan.steps, plan.train_s
         if config.partial_work and np.isfinite(cohort.deadline_at):
             step_s = train_s / steps
-            fit = int((cohort.deadline_at - self.env.now - plan["upload_estimate_s"]) // step_s)
+            fit = int((cohort.deadline_at - self.env.now - plan.upload_estimate_s) // step_s)
             if 1 <= fit < steps:
                 return fit, fit * step_s
         return steps, train_s
 
     def _download_bytes(self, d: int) -> int:
         """What the device downloads: FLoRA's stacked factors grow with the cohort that made them."""
-        # While the clock is replayed the strategy is not stepped: the journal says what it offered.
-        values = self.strategy.download_values() if self._replayed_download is None else self._replayed_download
+        values = self.journal.download_values(self.strategy)
         if values == self.clients.layout.size:
             return int(self.bytes_down[d])
         # A stack is made of every contributor's factors, whatever the rank of the device that receives it.
@@ -498,66 +466,60 @@ class Emulator:
             self.env.timeout(after_s).callbacks.append(strike)
         return armed
 
-    def transfer(self, log: SessionLog, name: str, link: CellLink | TraceLink | Multicast, nbytes: int,
-                 tx_power_dbm: float, loss_db: float, power: RadioPower, interference_mw_per_hz: float):
-        """Send over a shared link. The link integrates the radio's power over the rates the transfer had as
+    def transfer(self, log: SessionLog, direction: Direction, link: Link, nbytes: int, tx_power_dbm: float,
+                 loss_db: float, power: RadioPower, interference_mw_per_hz: float):
+        """Send over a link. A shared link integrates the radio's power over the rates the transfer had as
         others came and went; the battery cutoff is judged at the radio's highest power, so a transfer is
         never cut later than the battery allows."""
-        log.phase = name
-        snr = snr_db(self.radio.outage_reference_hz, tx_power_dbm, loss_db, self.radio.noise_figure_db)
-        if link.snr_applies and snr < self.radio.outage_snr_db:
+        log.phase = direction.value
+        if link.snr_applies and snr_db(self.radio.outage_reference_hz, tx_power_dbm, loss_db,
+                                       self.radio.noise_figure_db) < self.radio.outage_snr_db:
             raise Dropped("link_outage")
         done = link.send(log.device, 8.0 * nbytes, tx_power_dbm, loss_db, power, interference_mw_per_hz)
         try:
             yield from self._until_cutoff(log.device, done, power.max_w)
         except BaseException:
-            self._book(log, name, link.cancel(log.device), 1 / getattr(link, "receivers", 1))
+            self._book(log, direction, link.cancel(log.device), link.air_share)
             raise
-        self._book(log, name, done.value, 1 / getattr(link, "receivers", 1))
+        self._book(log, direction, done.value, link.air_share)
 
-    def over_backhaul(self, log: SessionLog, name: str, nbytes: int):
-        """A transfer of a device at the cell site: the backhaul's latency and rate, no radio energy."""
-        log.phase = name
-        seconds = self.radio.backhaul_latency_s + 8 * nbytes / self.radio.backhaul_bps
-        start = self.env.now
-        try:
-            yield self.env.timeout(seconds)
-        except BaseException:
-            elapsed = self.env.now - start
-            self._book(log, name, Delivery(8 * nbytes * elapsed / seconds, elapsed, 0.0), air_share=0.0)
-            raise
-        self._book(log, name, Delivery(8.0 * nbytes, seconds, 0.0), air_share=0.0)
-
-    def _book(self, log: SessionLog, name: str, delivery: Delivery, air_share: float) -> None:
+    def _book(self, log: SessionLog, direction: Direction, delivery: Delivery, air_share: float) -> None:
         """What a transfer moved, how long and at what rate, and the energy its radio drew. `air_share`: the
-        part of it the cell's radio carried for this device (a multicast's 1/n; 0 over the backhaul)."""
+        part of it the cell's radio carried for this device (`Link.air_share`)."""
         nbytes = int(round(delivery.bits / 8))
-        if name == "download":
+        if direction is Direction.DOWN:
             log.bytes_down, log.downlink_mbps = nbytes, delivery.mean_rate_bps / 1e6
             log.bytes_down_air = nbytes * air_share
+            log.download_s += delivery.seconds
         else:
             log.bytes_up, log.uplink_mbps = nbytes, delivery.mean_rate_bps / 1e6
             log.bytes_up_air = round(nbytes * air_share)
-        self._drain(log, name, delivery.seconds, delivery.energy_j)
+            log.upload_s += delivery.seconds
+        self._drain(log, delivery.energy_j)
 
-    def spend(self, log: SessionLog, name: str, event, power_w: float):
-        """Wait for `event` while drawing `power_w`, unless the battery reaches its cutoff first."""
+    def train_locally(self, log: SessionLog, event, power_w: float):
+        """Train until `event` while drawing `power_w`, unless the battery reaches its cutoff first."""
         start = self.env.now
         try:
             yield from self._until_cutoff(log.device, event, power_w)
         finally:
             seconds = self.env.now - start
-            self._drain(log, name, seconds, power_w * seconds)
+            log.train_s += seconds
+            self._drain(log, power_w * seconds)
 
     def _until_cutoff(self, d: int, event, power_w: float):
         """Wait for `event`, unless drawing `power_w` the battery reaches its cutoff first (Dropped)."""
-        budget_s = self._seconds_to_cutoff(d, power_w)
+        budget_s = self.fleet.seconds_to_cutoff(d, power_w, self.env.now, self.rules.cutoff_charge)
         if np.isfinite(budget_s):
             fired = yield event | self.env.timeout(budget_s)
             if event not in fired:
                 raise Dropped("battery")
         else:
             yield event
+
+    def _drain(self, log: SessionLog, energy_j: float) -> None:
+        log.energy_j += energy_j
+        self.fleet.drain(log.device, energy_j)
 
     # --- the clock's decisions ---------------------------------------------------------------------
 
@@ -575,20 +537,17 @@ class Emulator:
             candidates = candidates[~batteries | fleet.charging(now, candidates)]
         if len(candidates) == 0:
             return candidates
-        radio = self.radio
         ctx = SelectionContext(
             candidates=candidates,
             charge_fraction=fleet.charge_fraction(candidates),
-            link_rate_bps=shannon_rate_bps(radio.uplink_hz, fleet.per_class("tx_power_dbm", candidates),
-                                           self.loss_db[candidates], radio.noise_figure_db,
-                                           self.interference_up[fleet.cell[candidates]]),
+            link_rate_bps=self.cells.uplink_rate_bps(candidates, self.radio.uplink_hz),
             flops=fleet.flops[candidates],
             samples=self.num_samples[fleet.data_client[candidates]],
             history=self.history,
         )
         return np.sort(self.selector.select(ctx, k or rules.selected, stream(self.seed, "select", key)))
 
-    def plan(self, rnd: int, devices: np.ndarray) -> list[dict]:
+    def plan(self, rnd: int, devices: np.ndarray) -> list[SessionPlan]:
         """Each invitee's draws for this round, all vectorised: fading per transfer, the first hazard
         (availability ends or the device fails), training time from FLOPs and the device's speed."""
         fleet, n = self.fleet, len(devices)
@@ -600,24 +559,21 @@ class Emulator:
         fade_down = fading_gain_db(stream(self.seed, "fading-down", rnd), self.radio.fading, n, self.radio.k_factor_db)
         steps, train_s = self._steps(devices)
         # What a device expects its upload to take when the round's K devices share the cell's uplink.
-        share_hz = self.radio.uplink_hz / self.rules.clients_per_round
-        upload_rate = shannon_rate_bps(share_hz, fleet.per_class("tx_power_dbm", devices),
-                                       self.loss_db[devices] - fade_up, self.radio.noise_figure_db,
-                                       self.interference_up[fleet.cell[devices]])
-        upload_estimate_s = 8.0 * self.bytes_up[devices] / np.maximum(upload_rate, 1.0)
-        multicasts = self._multicasts(devices, fade_down) if self.radio.multicast else {}
+        upload_rate = self.cells.uplink_rate_bps(devices, self.radio.uplink_hz / self.rules.clients_per_round, fade_up)
+        upload_estimate_s = 8.0 * self.bytes_up[devices] / np.maximum(upload_rate, MIN_EXPECTED_RATE_BPS)
+        multicasts = self.cells.multicasts(devices, fade_down, self._download_bytes) if self.radio.multicast else {}
         return [
-            {
-                "multicast": multicasts.get(int(fleet.cell[d])),
-                "device": int(d),
-                "hazard_s": float(min(offline_s[i], failure_s[i])),
-                "hazard": "offline" if offline_s[i] <= failure_s[i] else "device_failure",
-                "fade_up_db": float(fade_up[i]),
-                "fade_down_db": float(fade_down[i]),
-                "steps": int(steps[i]),
-                "train_s": float(train_s[i]),
-                "upload_estimate_s": float(upload_estimate_s[i]),
-            }
+            SessionPlan(
+                device=int(d),
+                multicast=multicasts.get(int(fleet.cell[d])),
+                hazard_s=float(min(offline_s[i], failure_s[i])),
+                hazard="offline" if offline_s[i] <= failure_s[i] else "device_failure",
+                fade_up_db=float(fade_up[i]),
+                fade_down_db=float(fade_down[i]),
+                steps=int(steps[i]),
+                train_s=float(train_s[i]),
+                upload_estimate_s=float(upload_estimate_s[i]),
+            )
             for i, d in enumerate(devices)
         ]
 
@@ -627,50 +583,9 @@ class Emulator:
         steps = np.full(len(devices), self.rules.local_steps)
         step_s = self.cost.flops / self.rules.local_steps / self.fleet.flops[devices]
         if self.rules.local_time_budget_s is not None:
-            fit = np.floor(self.rules.local_time_budget_s / step_s + 1e-9).astype(np.int64)
+            fit = np.floor(self.rules.local_time_budget_s / step_s + STEP_FIT_TOLERANCE).astype(np.int64)
             steps = np.clip(fit, 1, self.rules.local_steps)
         return steps, steps * step_s
-
-    def _multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray) -> dict[int, Multicast]:
-        """One broadcast of the global adapter per cell with invitees, over the whole downlink band at the base
-        station's full power, at the rate of the weakest invitee that is not in outage (all must decode it)."""
-        radio, cells = self.radio, self.fleet.cell[devices]
-        loss = self.loss_db[devices] - fade_down_db
-        snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
-        rate = shannon_rate_bps(radio.downlink_hz, radio.bs_power_dbm, loss, radio.noise_figure_db,
-                                self.interference_down[devices])
-        out = {}
-        for cell in np.unique(cells):
-            ok = (cells == cell) & (snr >= radio.outage_snr_db)
-            if ok.any():
-                bits = 8.0 * max(self._download_bytes(int(d)) for d in devices[ok])
-                out[int(cell)] = Multicast(self.env, bits, float(rate[ok].min()), int((cells == cell).sum()))
-        return out
-
-    # --- energy ------------------------------------------------------------------------------------
-
-    def _battery_level(self, d: int) -> float:
-        """Charge over capacity, NaN on mains power; scalar code, as it runs twice per session."""
-        capacity = self.fleet.battery_wh[d]
-        return float(self.fleet.charge_wh[d] / capacity) if np.isfinite(capacity) else float("nan")
-
-    def _seconds_to_cutoff(self, d: int, power_w: float) -> float:
-        """How long the battery lasts above its cutoff at `power_w` of load: a plugged-in device drains only
-        by what its charger does not cover."""
-        fleet = self.fleet
-        if not np.isfinite(fleet.battery_wh[d]):
-            return float("inf")
-        if fleet.charging(self.env.now, np.array([d]))[0]:
-            power_w -= fleet.classes[fleet.cls[d]].charger_w
-        if power_w <= 0:
-            return float("inf")
-        above = fleet.charge_wh[d] - self.rules.cutoff_charge * fleet.battery_wh[d]
-        return max(0.0, above * 3600.0 / power_w)
-
-    def _drain(self, log: SessionLog, name: str, seconds: float, energy_j: float) -> None:
-        setattr(log, f"{name}_s", getattr(log, f"{name}_s") + seconds)
-        log.energy_j += energy_j
-        self.fleet.charge_wh[log.device] -= energy_j / 3600.0  # inf stays inf for mains
 
     # --- the server's books ------------------------------------------------------------------------
 
@@ -678,33 +593,42 @@ class Emulator:
         self.fleet.charge(self._charged_until, self.env.now)
         self._charged_until = self.env.now
 
+    @property
+    def _trainer(self) -> Host | None:
+        """The host, when it trains: none in systems-only mode, nor while the clock is replayed."""
+        return None if self.journal.replaying else self.host
+
     def _publish(self) -> None:
         """Put the current global adapter (and FLoRA's merged base) where workers can read it."""
-        if self.host is not None and self._resume is None:
-            self._adapter_ref = self.host.put(self.adapter)
-            self._base_ref = self.host.put(self.strategy.base_delta)
+        host = self._trainer
+        if host is not None:
+            self._adapter_ref = host.put(self.adapter)
+            self._base_ref = host.put(self.strategy.base_delta)
 
     def _train(self, cohort: Cohort, d: int, steps: int, config: ClientConfig):
         """Ask the host to train what the clock says arrived; a handle to the result."""
-        if self.host is None or self._resume is not None:
+        host = self._trainer
+        if host is None:
             return None
         start = cohort.adapter_ref
         if self.clients.keeps_personal:
-            start = self.host.put(self.clients.start(d, cohort.adapter))
+            start = host.put(self.clients.start(d, cohort.adapter))
         job = TrainJob(client=d, data_client=int(self.fleet.data_client[d]), round=cohort.key,
                        base_version=cohort.version, steps=steps,
                        rank=None if self.ranks is None else int(self.ranks[d]), prox_mu=config.prox_mu,
                        groups=self.strategy.groups, poison=bool(self.clients.poisons(d)))
-        return self.host.train(job, start, cohort.base_ref)
+        return host.train(job, start, cohort.base_ref)
 
     def _record_sessions(self, rnd: int) -> list[SessionLog]:
+        """The sessions ended since the server last looked, by device, on record (replayed sessions are on
+        record already)."""
         logs, self._ended, self._finished = sorted(self._ended, key=lambda s: (s.device, s.t_start)), [], []
-        columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
-        columns["round"] = [rnd] * len(logs)
-        columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
-        columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
-        columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
-        if self._resume is None:  # replayed sessions are on record already
+        if not self.journal.replaying:
+            columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
+            columns["round"] = [rnd] * len(logs)
+            columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
+            columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
+            columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
             self.sink.sessions(columns)
         for s in logs:
             if s.outcome == "completed":
@@ -716,23 +640,23 @@ class Emulator:
         and the round. An asynchronous server whose whole buffer was rejected records nothing yet: its
         sessions go into the row of the next version, so that every row has its own round number. Returns
         whether a row was recorded."""
-        if self._resume is not None:
+        if self.journal.replaying:
             return self._close_replayed(rnd, arrivals)
+        asynchronous = self.strategy.traits.asynchronous
         train_loss, payload, error = float("nan"), 0, ""
-        step = {"rejected": [], "losses": []}  # what this step decides from training results (the journal)
+        rejected, losses = [], []  # what this step decides from training results (the journal)
         if arrivals and self.host is not None:
             results: list[TrainResult] = self.host.get([a.handle for a in arrivals])
             sent = [self.clients.send(r, a.config, int(self.num_samples[r.job.data_client]))
                     for r, a in zip(results, arrivals)]
             payload = sum(n for _, n in sent)  # rejected updates crossed the air all the same
             kept = self._screen(arrivals, [u for u, _ in sent])
-            rejected = sorted(set(range(len(arrivals))) - set(kept))
-            step["rejected"] = [[i, arrivals[i].log.outcome] for i in rejected]
+            rejected = [[i, arrivals[i].log.outcome] for i in sorted(set(range(len(arrivals))) - set(kept))]
             arrivals, results, sent = ([seq[i] for i in kept] for seq in (arrivals, results, sent))
             if len(arrivals) < self._fewest_updates():
-                if self.strategy.asynchronous:
+                if asynchronous:
                     self._unrecorded_payload += payload
-                    self._note(step, recorded=False, published=False)
+                    self._note(rejected, losses, recorded=False, published=False)
                     return False
                 error, arrivals = f"{len(arrivals)} update(s) left after screening, too few to aggregate", []
             else:
@@ -744,17 +668,18 @@ class Emulator:
                 train_loss = float(np.mean([r.loss_last for r in results]))
             for r in results:
                 self.history.last_loss[r.job.client] = r.loss_first
-            step["losses"] = [[r.job.client, float(r.loss_first)] for r in results]
+            losses = [[r.job.client, float(r.loss_first)] for r in results]
         # Bytes of the trained model's updates (the proxy's), beside bytes_up of the emulated model.
         payload, self._unrecorded_payload = payload + self._unrecorded_payload, 0
         logs = self._record_sessions(rnd)
         if arrivals:
             self.version += 1
             self._publish()
-        self._note(step, recorded=True, published=bool(arrivals))
+        self._note(rejected, losses, recorded=True, published=bool(arrivals))
         row = self._row(rnd, opened, logs, arrivals, not arrivals)
-        row.update(train_loss=train_loss, trained_payload_bytes=payload, aggregation_error=error, **self.strategy.metrics())
-        last = self.version >= self.rules.rounds if self.strategy.asynchronous else rnd == self.rules.rounds
+        row.update(train_loss=train_loss, trained_payload_bytes=payload, aggregation_error=error,
+                   **self.strategy.metrics())
+        last = self.version >= self.rules.rounds if asynchronous else rnd == self.rules.rounds
         if not arrivals or (self.version % self.rules.eval_every and not last):
             self._finish_eval()  # rows stay in round order
             self._emit({**row, **NOT_EVALUATED})
@@ -764,71 +689,10 @@ class Emulator:
             self._checkpoint()
         return True
 
-    # --- checkpoints -------------------------------------------------------------------------------
-
-    def _note(self, step: dict, recorded: bool, published: bool) -> None:
-        self._journal.append({**step, "recorded": recorded, "published": published,
-                              "download": self.strategy.download_values()})
-
-    def _checkpoint(self) -> None:
-        self._finish_eval()  # the checkpoint covers the rows of every version up to this one
-        self.sink.checkpoint({
-            "journal": json.dumps(self._journal),
-            **self._clock_state(),
-            "adapter": self.adapter,
-            "strategy": self.strategy.state_dict(),
-            "clients": self.clients.state_dict(),
-            # Sessions still at work (asynchronous servers) train from the version they downloaded.
-            "cohorts": {c.version: c.adapter for c in self._at_work.values()},
-            "probes": [probe.state_dict() for probe in self.probes],
-        })
-
-    def _clock_state(self) -> dict:
-        return {"now": self.env.now, "version": self.version, "charge_wh": self.fleet.charge_wh.copy(),
-                "last_loss": self.history.last_loss.copy(), "last_duration_s": self.history.last_duration_s.copy()}
-
-    def _close_replayed(self, rnd: int, arrivals: list[Arrival]) -> bool:
-        """A server step before the checkpoint: the clock's side of `_close`, with what training decided
-        read from the journal."""
-        journal = self._resume["journal"]
-        step = journal[len(self._journal)]
-        self._journal.append(step)
-        for i, outcome in step["rejected"]:
-            arrivals[i].log.outcome = outcome
-        for device, loss in step["losses"]:
-            self.history.last_loss[device] = loss
-        self._replayed_download = step["download"]
-        if step["recorded"]:
-            self._record_sessions(rnd)
-            self.version += step["published"]
-        if len(self._journal) == len(journal):
-            self._go_live()
-        return step["recorded"]
-
-    def _go_live(self) -> None:
-        """The replay reached the checkpoint: check the clock against it, load what training had built."""
-        saved, self._resume, self._replayed_download = self._resume, None, None
-        replayed = self._clock_state()
-        differ = [k for k, v in replayed.items()
-                  if not np.array_equal(v, saved[k], equal_nan=isinstance(v, np.ndarray))]
-        if differ:
-            raise RuntimeError(f"the replayed run differs from its checkpoint in {', '.join(differ)}: the scenario "
-                               f"or the emulator changed since the checkpoint was written")
-        self.adapter = saved["adapter"]
-        self.strategy.load_state_dict(saved["strategy"])
-        self.clients.load_state_dict(saved["clients"])
-        for probe, state in zip(self.probes, saved["probes"], strict=True):
-            probe.load_state_dict(state)
-        self._publish()
-        for cohort in {id(c): c for c in self._at_work.values()}.values():
-            cohort.adapter = saved["cohorts"][cohort.version]
-            cohort.adapter_ref = None if self.host is None else self.host.put(cohort.adapter)
-            cohort.base_ref = self._base_ref
-
     def _screen(self, arrivals: list[Arrival], updates: list) -> list[int]:
         """Indices of the updates fit to aggregate; the others' sessions are marked rejected, with the reason.
         Under secure aggregation the server never sees an update alone, so it cannot screen them."""
-        if not self.strategy.sees_updates:
+        if not self.strategy.traits.sees_updates:
             return list(range(len(updates)))
         screening = screen_updates([u.delta for u in updates], self.rules.reject_norm_factor)
         for i in screening.nonfinite:
@@ -840,7 +704,8 @@ class Emulator:
     def _fewest_updates(self) -> int:
         """Fewest screened updates a server step needs: the strategy's own minimum, and for synchronous
         rounds `min_reports` as well."""
-        return max(self.strategy.min_updates, 1 if self.strategy.asynchronous else self.rules.min_reports)
+        traits = self.strategy.traits
+        return max(traits.min_updates, 1 if traits.asynchronous else self.rules.min_reports)
 
     def _row(self, rnd: int, opened: float, logs: list[SessionLog], arrivals: list[Arrival],
              abandoned: bool) -> dict:
@@ -868,8 +733,6 @@ class Emulator:
         """Held-out loss of the new version, computed while the next round trains and recorded after it:
         on the shared held-out windows, and on a fixed sample of devices' own held-out text with their
         personal part (for strategies without one, the global adapter alone); and what the probes measure."""
-        if self._resume is not None:  # a replayed version: its row is on record already
-            return
         if self.host is None:
             self._emit({**row, **NOT_EVALUATED})
             return
@@ -877,7 +740,8 @@ class Emulator:
         mine = [(int(self.fleet.data_client[d]),
                  self.clients.personal_part(int(d)) if self.clients.keeps_personal else None)
                 for d in self._own_eval_devices]
-        own = self.host.evaluate_clients(self._adapter_ref, self.strategy.groups, mine, 4, self._base_ref)
+        own = self.host.evaluate_clients(self._adapter_ref, self.strategy.groups, mine, PERSONAL_EVAL_WINDOWS,
+                                         self._base_ref)
         extra = [probe(self._adapter_ref, self._base_ref) for probe in self.probes]
         self._finish_eval()
         self._pending_eval = (row, ref, own, extra)
@@ -896,3 +760,53 @@ class Emulator:
     def _emit(self, row: dict) -> None:
         self.sink.round(row)
         self.on_progress(row)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def _note(self, rejected: list, losses: list, recorded: bool, published: bool) -> None:
+        self.journal.note(Step(rejected, losses, recorded, published, self.strategy.download_values()))
+
+    def _clock_state(self) -> dict:
+        """What the clock alone determines: a resumed run's replay must arrive at the same."""
+        return {"now": self.env.now, "version": self.version, "charge_wh": self.fleet.charge_wh.copy(),
+                "last_loss": self.history.last_loss.copy(), "last_duration_s": self.history.last_duration_s.copy()}
+
+    def _checkpoint(self) -> None:
+        self._finish_eval()  # the checkpoint covers the rows of every version up to this one
+        self.sink.checkpoint(self.journal.checkpoint(self._clock_state(), {
+            "adapter": self.adapter,
+            "strategy": self.strategy.state_dict(),
+            "clients": self.clients.state_dict(),
+            # Sessions still at work (asynchronous servers) train from the version they downloaded.
+            "cohorts": {c.version: c.adapter for c in self._at_work.values()},
+            "probes": [probe.state_dict() for probe in self.probes],
+        }))
+
+    def _close_replayed(self, rnd: int, arrivals: list[Arrival]) -> bool:
+        """A server step before the checkpoint: the clock's side of `_close`, with what training decided
+        read from the journal."""
+        step = self.journal.next_step()
+        for i, outcome in step.rejected:
+            arrivals[i].log.outcome = outcome
+        for device, loss in step.losses:
+            self.history.last_loss[device] = loss
+        if step.recorded:
+            self._record_sessions(rnd)
+            self.version += step.published
+        if self.journal.at_checkpoint:
+            self._go_live()
+        return step.recorded
+
+    def _go_live(self) -> None:
+        """The replay reached the checkpoint: check the clock against it, load what training had built."""
+        saved = self.journal.go_live(self._clock_state())
+        self.adapter = saved["adapter"]
+        self.strategy.load_state_dict(saved["strategy"])
+        self.clients.load_state_dict(saved["clients"])
+        for probe, state in zip(self.probes, saved["probes"], strict=True):
+            probe.load_state_dict(state)
+        self._publish()
+        for cohort in {id(c): c for c in self._at_work.values()}.values():
+            cohort.adapter = saved["cohorts"][cohort.version]
+            cohort.adapter_ref = None if self.host is None else self.host.put(cohort.adapter)
+            cohort.base_ref = self._base_ref

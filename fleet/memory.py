@@ -1,9 +1,9 @@
 """Peak memory of LoRA fine-tuning on one device: does the target model fit, and at which rank?
 
 Scenario: a phone with 4 GB cannot fine-tune what a 16 GB cell-site server can. Before a device joins, the
-emulator asks whether the target architecture, adapter rank, batch and sequence length fit in its memory,
-and a heterogeneous-rank strategy asks for the largest rank that does. The estimate follows REFERENCE.md
-section 6, term by term:
+emulator asks whether the target architecture, adapter rank, batch and sequence length fit in its memory;
+under model.memory_policy shrink_rank each device gets the largest rank that does (scenarios/assembly.py).
+The estimate follows REFERENCE.md section 6, term by term:
 
     peak = frozen weights + 16 B x trainable parameters + activations + logits + runtime overhead
 
@@ -40,8 +40,6 @@ LOGIT_BYTES_PER_ENTRY = 10.0
 
 #: CUDA or mobile runtime context, allocator slack, tokenizer and data: a fixed cost whatever the model.
 DEFAULT_OVERHEAD_BYTES = 300e6
-
-DEFAULT_RANKS = (64, 32, 16, 8, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -181,40 +179,3 @@ def lora_training_memory_bytes(
         logits_bytes=LOGIT_BYTES_PER_ENTRY * batch_size * seq_len * arch.vocab,
         overhead_bytes=float(overhead_bytes),
     )
-
-
-def largest_feasible_rank(
-    arch: Architecture,
-    memory_bytes: float,
-    ranks: Iterable[int] = DEFAULT_RANKS,
-    *,
-    target_modules: str | Iterable[str] = ("q_proj", "v_proj"),
-    batch_size: int = 1,
-    seq_len: int = 512,
-    weight_dtype: WeightDtype = "bf16",
-    checkpointing: bool = False,
-    overhead_bytes: float = DEFAULT_OVERHEAD_BYTES,
-    flash_attention: bool = False,
-) -> int | None:
-    """The largest of `ranks` whose peak fits in `memory_bytes`, or None when even the smallest does not.
-
-    The default target_modules are PEFT's default for Llama (q_proj, v_proj); batch 1 and 512 tokens are a
-    phone-sized step.
-    """
-    fitting = [
-        r
-        for r in ranks
-        if lora_training_memory_bytes(
-            arch,
-            r,
-            target_modules,
-            batch_size,
-            seq_len,
-            weight_dtype,
-            checkpointing,
-            overhead_bytes,
-            flash_attention=flash_attention,
-        ).total_bytes
-        <= memory_bytes
-    ]
-    return max(fitting) if fitting else None

@@ -9,7 +9,7 @@
   goes to devices never tried, drawn uniformly.
 
 Every draw comes from the stream the caller passes in (keyed by seed and round), so selection is the same
-on any number of workers.
+on any number of workers. A policy holds no state: it is its own typed config (aggregation/registry.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from aggregation.registry import Registry, param
 
 
 @dataclass
@@ -41,6 +43,7 @@ class SelectionContext:
     history: DeviceHistory
 
 
+@dataclass(frozen=True)
 class Uniform:
     def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(ctx.candidates, size=min(k, len(ctx.candidates)), replace=False)
@@ -48,10 +51,10 @@ class Uniform:
 
 @dataclass(frozen=True)
 class ResourceAware:
-    battery_weight: float = 1.0
-    link_weight: float = 1.0
-    speed_weight: float = 1.0
-    floor: float = 0.05
+    battery_weight: float = param(1.0, "weight of the battery charge fraction in the score")
+    link_weight: float = param(1.0, "weight of the link rate (log scale, scaled to [0, 1] among candidates)")
+    speed_weight: float = param(1.0, "weight of the compute speed (log scale, scaled to [0, 1] among candidates)")
+    floor: float = param(0.05, "added to every score, so that no candidate is starved")
 
     def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
         score = (
@@ -64,9 +67,9 @@ class ResourceAware:
 
 @dataclass(frozen=True)
 class Oort:
-    preferred_duration_s: float = 60.0
-    alpha: float = 2.0
-    exploration: float = 0.2
+    preferred_duration_s: float = param(60.0, "T: sessions longer than this are penalised by (T / t_i)^alpha")
+    alpha: float = param(2.0, "exponent of the penalty for slow devices")
+    exploration: float = param(0.2, "share of the invitations that go to devices never tried")
 
     def select(self, ctx: SelectionContext, k: int, rng: np.random.Generator) -> np.ndarray:
         k = min(k, len(ctx.candidates))
@@ -93,10 +96,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.ones_like(x)
 
 
-SELECTORS = {"uniform": Uniform, "resource": ResourceAware, "oort": Oort}
+SELECTORS: Registry = Registry("selection policy")
+SELECTORS.register("uniform", Uniform)
+SELECTORS.register("resource", ResourceAware)
+SELECTORS.register("oort", Oort)
 
 
 def build_selector(name: str, **params):
-    if name not in SELECTORS:
-        raise ValueError(f"unknown selection policy {name!r}; known: {', '.join(SELECTORS)}")
-    return SELECTORS[name](**params)
+    return SELECTORS.build(name, **params)

@@ -4,7 +4,7 @@ Hz, bits per second, seconds.
 - pathloss: 3GPP TR 38.901 UMa/UMi/RMa, free space and log-distance path loss; LOS probability; shadowing
   sigmas.
 - fading: block fading power gains (none, Rayleigh, Rician).
-- channel: noise, SNR, Shannon rates (with interference) under OFDMA or TDMA sharing, outage.
+- channel: noise, SNR and the Shannon rate of one link (with interference).
 - sharing: one band shared by transfers that come and go (fluid model, clock passed in), radio energy
   integrated over the rates each transfer actually had.
 - transfer: radio power as a function of the rate, and what a finished or cut-short transfer delivered.
@@ -15,12 +15,9 @@ Hz, bits per second, seconds.
 
 from network_models.channel import (
     THERMAL_NOISE_DBM_PER_HZ,
-    apply_outage,
     noise_dbm,
-    ofdma_rates_bps,
     shannon_rate_bps,
     snr_db,
-    tdma_rates_bps,
 )
 from network_models.fading import DEFAULT_K_FACTOR_DB, FADING_MODELS, FadingModel, fading_gain_db
 from network_models.interference import downlink_interference_mw_per_hz, uplink_interference_mw_per_hz
@@ -48,12 +45,9 @@ from network_models.transfer import NO_POWER, Delivery, RadioPower
 
 __all__ = [
     "THERMAL_NOISE_DBM_PER_HZ",
-    "apply_outage",
     "noise_dbm",
-    "ofdma_rates_bps",
     "shannon_rate_bps",
     "snr_db",
-    "tdma_rates_bps",
     "DEFAULT_K_FACTOR_DB",
     "FADING_MODELS",
     "FadingModel",

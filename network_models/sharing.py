@@ -19,7 +19,8 @@ transfers starting in one instant, would charge the first one at its solo rate).
 
 The band keeps no clock of its own: callers pass `now` (seconds, never decreasing) to every change, and ask
 `next_completion()` when to come back. This keeps it usable from SimPy, a plain event loop or a test. A transfer
-whose rate is 0 (outage) never completes; only `remove` takes it out.
+whose rate is 0 (no signal at all: an infinite loss) never completes; only `remove` takes it out. Links in
+outage never start (the emulator tests their SNR first).
 """
 
 from __future__ import annotations
@@ -43,9 +44,6 @@ _SLOT_ARRAYS = ("_ids", "_bits", "_left", "_signal_hz", "_rate", "_air_s", "_ene
 class SharedBand:
     """Equal sharing of `band_hz` Hz among the active transfers, by `scheme` ("ofdma" or "tdma").
 
-    `outage_snr_db`: a transfer whose SINR on its share is below this many dB gets rate 0 (None: never). It still
-    holds its share (and its radio stays on): the scheduler does not know the device is in outage, so the
-    others do not speed up.
     `split_power`: the transmitter is one base station whose power is split over the OFDMA slices (a cell's
     downlink); False for an uplink, where each device has its own power. No effect under TDMA.
 
@@ -63,8 +61,7 @@ class SharedBand:
     """
 
     def __init__(
-        self, band_hz: float, noise_figure_db: float, scheme: Scheme = "ofdma", outage_snr_db: float | None = None,
-        split_power: bool = False,
+        self, band_hz: float, noise_figure_db: float, scheme: Scheme = "ofdma", split_power: bool = False,
     ) -> None:
         if not band_hz > 0:
             raise ValueError(f"band must be positive, got {band_hz} Hz")
@@ -75,7 +72,6 @@ class SharedBand:
         self._split_power = bool(split_power)
         # Noise density in mW/Hz; received power over it is an "SNR x Hz" that each share divides by its width.
         self._noise_mw_per_hz = 10.0 ** ((THERMAL_NOISE_DBM_PER_HZ + noise_figure_db) / 10.0)
-        self._outage_snr = -np.inf if outage_snr_db is None else 10.0 ** (outage_snr_db / 10.0)
         self._now = -np.inf
         self._n = 0
         self._slot: dict[int, int] = {}
@@ -101,7 +97,7 @@ class SharedBand:
         return transfer_id in self._slot
 
     def rate_bps(self, transfer_id: int) -> float:
-        """Current rate of a transfer in bit/s (0 in outage)."""
+        """Current rate of a transfer in bit/s (0 for a link with no signal)."""
         return float(self._rate[self._slot_of(transfer_id)])
 
     def remaining_bits(self, transfer_id: int) -> float:
@@ -248,7 +244,6 @@ class SharedBand:
         rate = width * np.log2(1.0 + sinr)
         if self._scheme == "tdma":
             rate /= n
-        rate[sinr < self._outage_snr] = 0.0
         self._rate[:n] = rate
 
     def _pop(self, i: int) -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregation.compression import build_codec
-from aggregation.registry import build_strategy
+from aggregation.base import RunSetting, Strategy
 from fleet.architectures import Architecture, get_architecture
 from fleet.devices import DeviceClass, class_counts, device_class
 from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
@@ -138,15 +137,13 @@ def fleet_problems(scenario: Scenario) -> list[Problem]:
         smallest = min(f.rank for f in fits)
         return [no_device_fits(arch, memory_estimate(scenario, arch, smallest).total_bytes,
                                max(f.spec.memory_gb[1] for f in fits))]
-    strategy = build_strategy(scenario.strategy.name, **scenario.strategy.params())
-    if strategy.asynchronous:  # no cohort to fill and no deadline to meet
-        if scenario.network.multicast_download:
-            return [Problem("network.multicast_download", (
-                f"{strategy.name} invites devices a few at a time; a broadcast per cohort would each take the whole "
-                "downlink band at once, so the cells' downlinks would be overstated: set it false, or use a "
-                "synchronous strategy"))]
-        return []
-    problems = []
+    strategy = scenario.strategy.build()
+    # Only the network is judged here; the codec, the reports and the adapter's layout are judged when the run
+    # is assembled (the layout needs the model).
+    setting = RunSetting(multicast_download=scenario.network.multicast_download)
+    problems = [Problem(field, reason) for field, reason in strategy.objections(setting)]
+    if strategy.traits.asynchronous:  # no cohort to fill and no deadline to meet
+        return problems
     r, can_train = scenario.run, sum(f.devices for f in trainable)
     if r.selected > can_train:
         problems.append(Problem("run.clients_per_round", (
@@ -164,20 +161,19 @@ def fleet_problems(scenario: Scenario) -> list[Problem]:
     return problems
 
 
-def shortest_session_s(scenario: Scenario, arch: Architecture, trainable: list[ClassFit], strategy) -> float:
+def shortest_session_s(scenario: Scenario, arch: Architecture, trainable: list[ClassFit], strategy: Strategy) -> float:
     """A lower bound of any session's duration: local work on the fastest device (one step where stragglers
     may send partial work), plus download and upload of the smallest adapter on the best link and the
     backhaul's latency. Without the adapter's layout, strategies that keep or freeze parts of it, and
     codecs, make the transfers count as nothing but the backhaul latency."""
     t, net = scenario.training, scenario.network
-    steps = 1 if strategy.partial_work or t.local_time_budget_s else t.local_steps
+    partial_work = strategy.configure(0, 0).partial_work  # the same for every client and version
+    steps = 1 if partial_work or t.local_time_budget_s else t.local_steps
     fastest = max(f.spec.peak_tflops[1] * 1e12 * f.spec.utilisation for f in trainable)
     compute_s = arch.training_flops_per_token(t.seq_len) * steps * t.batch_size * t.seq_len / fastest
-    section = scenario.strategy
-    whole = not (strategy.groups.personal or strategy.groups.frozen or section.personal or section.frozen)
+    whole = not strategy.groups.partial
     values = lora_param_count(arch, min(f.rank for f in trainable), scenario.model.lora.target_modules) if whole else 0
-    compression = section.compression
-    codec = build_codec(compression.name, **({"fraction": compression.fraction} if compression.name == "topk" else {}))
+    codec = scenario.strategy.compression.build()
     down_bits, up_bits = 8.0 * 4 * values, 8.0 * codec.encoded_bytes(values) if values else 0.0
     tx_dbm = max(f.spec.tx_power_dbm for f in trainable)
     down_s = transfer_s(down_bits, best_rate_bps(scenario, net.downlink_mhz, net.bs_power_dbm, net.downlink_trace))

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from analysis.recorder import NotARunFolder
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_run_scenario, load_scenario
 from scenarios.smoke import smoke_overrides
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 "build-base": build_base}
     try:
         return commands[args.command](args)
-    except ScenarioError as err:
+    except (ScenarioError, NotARunFolder) as err:
         print(f"fedfleet: {err}", file=sys.stderr)
         return 2
 
@@ -118,7 +119,7 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from analysis.sweep import run_sweep
+    from scenarios.sweep import run_sweep
 
     sweep_dir = run_sweep(args.scenario, args.set, out=args.out, address=args.address, target=args.target,
                           progress=not args.quiet, fixed=args.fix)
@@ -129,7 +130,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set)
-    from analysis.plan import run_plan
+    from scenarios.plan import run_plan
 
     plan_dir = run_plan(scenario, out=args.out, progress=not args.quiet)
     print((plan_dir / "plan.txt").read_text(encoding="utf-8"), end="")

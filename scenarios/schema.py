@@ -12,18 +12,31 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aggregation.registry import build_strategy, strategy_names, strategy_parameters
+from aggregation.base import Strategy
+from aggregation.compression import CODECS, Codec
+from aggregation.registry import STRATEGIES, Registry, RegistryError
 from aggregation.screening import DEFAULT_NORM_FACTOR
 from fleet.attacks import ATTACKS
 from fleet.architectures import get_architecture
 from fleet.availability import build_availability
 from fleet.devices import CATALOG, device_class
-from fleet.selection import build_selector
+from fleet.selection import SELECTORS
 from network_models import FADING_MODELS, PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, load_trace
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def typed_config(registry: Registry, name: str, params: dict[str, Any], label: str) -> Any:
+    """The registered config of `name` from a section's values, its own checks run; a bad value's message
+    names the parameter, prefixed with what it belongs to (`strategy 'fedbuff': buffer_size: ...`)."""
+    try:
+        return registry.config(name, **params)
+    except RegistryError:
+        raise  # the message already says which name or parameter
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{label} {name!r}: {err}") from None
 
 
 class DeviceMix(Section):
@@ -303,10 +316,25 @@ class TrainingSection(Section):
 
 
 class CompressionSection(Section):
-    name: Literal["none", "topk", "q8", "q4"] = Field(
+    """`name` picks a codec from aggregation/compression.py; the other fields are parameters of the codecs that
+    take them (the codec checks them)."""
+
+    name: Literal[tuple(CODECS.names())] = Field(
         "none", description="upload codec: float32, top-k with error feedback, 8- or 4-bit quantisation"
     )
-    fraction: float = Field(0.01, gt=0, le=1, description="top-k: share of the entries sent")
+    fraction: float = Field(0.01, description="top-k: share of the entries sent, in (0, 1]")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "CompressionSection":
+        typed_config(CODECS, self.name, self.params(), "compression")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The section's values for the parameters the named codec has."""
+        return {key: getattr(self, key) for key in CODECS.parameters(self.name) if key in type(self).model_fields}
+
+    def build(self) -> Codec:
+        return CODECS.build(self.name, **self.params())
 
 
 class StrategySection(BaseModel):
@@ -324,38 +352,37 @@ class StrategySection(BaseModel):
     compression: CompressionSection = Field(default_factory=CompressionSection)
 
     @model_validator(mode="after")
-    def _known(self) -> "StrategySection":
-        if self.name not in strategy_names():
-            raise ValueError(f"unknown strategy {self.name!r}; known: {', '.join(strategy_names())}")
-        unknown = set(self.params()) - set(strategy_parameters(self.name))
-        if unknown:
-            raise ValueError(f"strategy {self.name!r} has no parameter {', '.join(sorted(unknown))}")
-        try:
-            build_strategy(self.name, **self.params())
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"strategy {self.name!r}: {err}") from None
+    def _valid(self) -> "StrategySection":
+        typed_config(STRATEGIES, self.name, self.params(), "strategy")
         return self
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def build(self) -> Strategy:
+        """A fresh strategy, its preset's parameter groups replaced by `personal` and `frozen` where given."""
+        strategy = STRATEGIES.build(self.name, **self.params())
+        strategy.groups = strategy.groups.replaced(self.personal, self.frozen)
+        return strategy
 
 
 class SelectionSection(BaseModel):
     """`name` picks a policy from fleet/selection.py; every other key is one of its parameters."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["uniform", "resource", "oort"] = Field("uniform", description="how invitees are chosen")
+    name: Literal[tuple(SELECTORS.names())] = Field("uniform", description="how invitees are chosen")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
-    def _builds(self) -> "SelectionSection":
-        try:
-            build_selector(self.name, **self.params())
-        except TypeError as err:
-            raise ValueError(f"selection {self.name!r}: {err}") from None
+    def _valid(self) -> "SelectionSection":
+        typed_config(SELECTORS, self.name, self.params(), "selection")
         return self
+
+    def build(self):
+        """The policy (fleet/selection.py), which is its own config."""
+        return SELECTORS.build(self.name, **self.params())
 
 
 class RunSection(Section):

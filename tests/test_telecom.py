@@ -17,7 +17,8 @@ from fleet.data import PackedTokens
 from scenarios.cli import main
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario, parse_scenario
-from scenarios.runner import DetectionProbe, prepare_data
+from fleet.detection import DetectionProbe
+from scenarios.client_data import prepare_data
 
 SMALL = ["fleet.size=14", "data.cellsite.sites=14", "network.cells=14"]
 

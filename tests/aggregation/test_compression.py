@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aggregation.compression import ErrorFeedback, NoCompression, Quantize, TopK, build_codec, codec_names
+from aggregation.compression import Q4, Q8, ErrorFeedback, NoCompression, TopK, build_codec, codec_names
 
 
 def vector(n, seed=0):
@@ -14,7 +14,7 @@ def vector(n, seed=0):
     return torch.randn(n, generator=g) * torch.logspace(-4, 0, n)[torch.randperm(n, generator=g)]
 
 
-CODECS = [NoCompression(), TopK(0.01), TopK(0.3), TopK(1.0), Quantize(8), Quantize(4), Quantize(4, chunk=3)]
+CODECS = [NoCompression(), TopK(0.01), TopK(0.3), TopK(1.0), Q8(), Q4(), Q4(chunk=3)]
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: f"{c.name}")
@@ -48,10 +48,10 @@ def test_topk_keeps_the_largest_entries():
     assert int((out != 0).sum()) == 100
 
 
-@pytest.mark.parametrize("bits,levels", [(8, 127), (4, 7)])
-def test_quantisation_error_is_within_half_a_step_per_chunk(bits, levels):
-    x = vector(1000, seed=bits)
-    codec = Quantize(bits, chunk=64)
+@pytest.mark.parametrize("quantize,levels", [(Q8, 127), (Q4, 7)])
+def test_quantisation_error_is_within_half_a_step_per_chunk(quantize, levels):
+    x = vector(1000, seed=quantize.bits)
+    codec = quantize(chunk=64)
     out = codec.decode(codec.encode(x), 1000)
     for c in range(0, 1000, 64):
         chunk, dec = x[c : c + 64], out[c : c + 64]
@@ -64,7 +64,7 @@ def test_quantisation_error_is_within_half_a_step_per_chunk(bits, levels):
 
 
 def test_four_bit_packing_by_hand():
-    codec = Quantize(4, chunk=4)
+    codec = Q4(chunk=4)
     payload = codec.encode(torch.tensor([7.0, -7.0, 0.0, 3.6]))
     # scale 7 / 7 = 1; codes 7, -7, 0, 4; offset by 8: 15, 1, 8, 12; low nibble first: 0x1F, 0xC8.
     assert payload == struct.pack("<f", 1.0) + bytes([0x1F, 0xC8])
@@ -75,12 +75,12 @@ def test_payload_sizes_relative_to_float32():
     n = 100_000
     plain = NoCompression().encoded_bytes(n)
     assert plain == 400_000
-    assert 1 / 8 <= Quantize(4).encoded_bytes(n) / plain <= 1 / 8 * 1.04  # + one float32 scale per 256
-    assert 1 / 4 <= Quantize(8).encoded_bytes(n) / plain <= 1 / 4 * 1.02
+    assert 1 / 8 <= Q4().encoded_bytes(n) / plain <= 1 / 8 * 1.04  # + one float32 scale per 256
+    assert 1 / 4 <= Q8().encoded_bytes(n) / plain <= 1 / 4 * 1.02
     assert TopK(0.01).encoded_bytes(n) / plain == pytest.approx(0.02)  # index + value per kept entry
 
 
-@pytest.mark.parametrize("codec", [TopK(0.05), Quantize(4, chunk=64)], ids=lambda c: c.name)
+@pytest.mark.parametrize("codec", [TopK(0.05), Q4(chunk=64)], ids=lambda c: c.name)
 def test_error_feedback_sum_of_uploads_converges_to_sum_of_deltas(codec):
     n, T = 400, 300
     g = torch.Generator().manual_seed(3)
@@ -122,7 +122,7 @@ def test_error_feedback_keeps_one_residual_per_client():
 def test_build_codec():
     assert codec_names() == ["none", "q4", "q8", "topk"]
     assert isinstance(build_codec("none"), NoCompression)
-    assert build_codec("topk", fraction=0.2).rho == 0.2
+    assert build_codec("topk", fraction=0.2) == TopK(0.2)
     q4 = build_codec("q4", chunk=64)
     assert (q4.bits, q4.chunk, q4.name) == (4, 64, "q4")
     assert build_codec("q8").bits == 8
@@ -136,7 +136,7 @@ def test_build_codec():
         build_codec("q8").encode(torch.tensor([1.0, float("nan")]))
 
 
-@pytest.mark.parametrize("codec", [TopK(0.1), Quantize(8, chunk=32), Quantize(4, chunk=16)], ids=lambda c: c.name)
+@pytest.mark.parametrize("codec", [TopK(0.1), Q8(chunk=32), Q4(chunk=16)], ids=lambda c: c.name)
 def test_error_feedback_matches_a_dict_of_float32_residuals(codec):
     # The residuals are kept in a block store; every upload equals what a dict of float32 tensors gives.
     g, n = torch.Generator().manual_seed(5), 97
@@ -156,7 +156,7 @@ def test_error_feedback_matches_a_dict_of_float32_residuals(codec):
 
 def test_error_feedback_with_residuals_in_files_sends_the_same(tmp_path):
     g = torch.Generator().manual_seed(8)
-    ram, files = ErrorFeedback(Quantize(4, chunk=16)), ErrorFeedback(Quantize(4, chunk=16), tmp_path / "residual")
+    ram, files = ErrorFeedback(Q4(chunk=16)), ErrorFeedback(Q4(chunk=16), tmp_path / "residual")
     for _ in range(40):
         client, delta = int(torch.randint(0, 5, (1,), generator=g)), torch.randn(50, generator=g)
         (a, bytes_a), (b, bytes_b) = ram.compress(client, delta), files.compress(client, delta)
@@ -171,11 +171,11 @@ HAND_SIZES = [
     (TopK(0.01), 100_000, 8_000),  # k = ceil(0.01 * 100000) = 1000; 4 B index + 4 B value each
     (TopK(0.3), 1001, 2_408),  # k = ceil(300.3) = 301; 8 * 301
     (TopK(0.001), 5, 8),  # at least one entry
-    (Quantize(8), 100_000, 101_564),  # ceil(100000 / 256) = 391 scales of 4 B = 1564, + 1 B per value
-    (Quantize(4), 100_000, 51_564),  # 1564 + 100000 / 2 (two 4-bit codes per byte)
-    (Quantize(8), 257, 265),  # 2 chunks: 8 + 257
-    (Quantize(4), 5, 7),  # 1 scale (4) + ceil(5 / 2) = 3
-    (Quantize(4, chunk=2), 5, 15),  # 3 scales (12) + 3
+    (Q8(), 100_000, 101_564),  # ceil(100000 / 256) = 391 scales of 4 B = 1564, + 1 B per value
+    (Q4(), 100_000, 51_564),  # 1564 + 100000 / 2 (two 4-bit codes per byte)
+    (Q8(), 257, 265),  # 2 chunks: 8 + 257
+    (Q4(), 5, 7),  # 1 scale (4) + ceil(5 / 2) = 3
+    (Q4(chunk=2), 5, 15),  # 3 scales (12) + 3
 ]
 
 
@@ -186,7 +186,7 @@ def test_payload_bytes_by_hand(codec, n, nbytes):
 
 
 def test_eight_bit_and_topk_payloads_by_hand():
-    codec = Quantize(8, chunk=4)
+    codec = Q8(chunk=4)
     payload = codec.encode(torch.tensor([127.0, -63.6, 0.0, 1.4]))
     # scale 127 / 127 = 1; codes round(127, -63.6, 0, 1.4) = (127, -64, 0, 1); int8 bytes 0x7F, 0xC0, 0x00, 0x01
     assert payload == struct.pack("<f", 1.0) + bytes([0x7F, 0xC0, 0x00, 0x01])

@@ -25,7 +25,7 @@ def built(**params):
 def test_defaults_and_registry():
     assert strategy_parameters("fedavgm") == {"server_lr": 1.0, "momentum": 0.9}
     strategy = built()
-    assert (strategy.eta, strategy.beta) == (1.0, 0.9)
+    assert (strategy.config.server_lr, strategy.config.momentum) == (1.0, 0.9)
 
 
 def test_two_steps_by_hand():

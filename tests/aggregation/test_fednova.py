@@ -24,7 +24,7 @@ def built(**params):
 
 def test_defaults_and_registry():
     assert strategy_parameters("fednova") == {"server_lr": 1.0}
-    assert built().eta == 1.0
+    assert built().config.server_lr == 1.0
 
 
 def test_equal_steps_is_fedavg():

@@ -30,7 +30,8 @@ def built(name, **params):
 def test_defaults_follow_flower(name, eta, tau):
     assert strategy_parameters(name) == {"server_lr": eta, "beta_1": 0.9, "beta_2": 0.99, "tau": tau}
     strategy = built(name)
-    assert (strategy.eta, strategy.beta_1, strategy.beta_2, strategy.tau) == (eta, 0.9, 0.99, tau)
+    c = strategy.config
+    assert (c.server_lr, c.beta_1, c.beta_2, c.tau) == (eta, 0.9, 0.99, tau)
 
 
 def test_fedadam_two_steps():

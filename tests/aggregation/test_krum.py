@@ -38,7 +38,8 @@ def points():
 def test_defaults_and_registry():
     assert strategy_parameters("krum") == {"f": 1}
     assert strategy_parameters("multikrum") == {"f": 1, "m": 0}
-    assert built("krum").f == 1 and built("multikrum").m == 0
+    assert built("krum").config.f == 1 and built("multikrum").config.m == 0
+    assert built("krum", f=2).traits.min_updates == 7  # n > 2f + 2
 
 
 def test_scores_by_hand():

@@ -155,7 +155,7 @@ def test_strategy_errors_and_bytes():
         strategy(300).aggregate(torch.zeros(300), 0, [update(0, torch.full((300,), 200.0), 1)])
     with pytest.raises(AggregationError, match="one update per client"):
         strategy(300).aggregate(torch.zeros(300), 0, [update(0, torch.zeros(300), 1)] * 2)
-    assert s.extra_round_trips == 3
+    assert (s.traits.extra_round_trips, s.traits.sees_updates) == (3, False)
     assert s.extra_bytes(10) == (64 + 9 * 80 + 9 * 32, 9 * 64 + 9 * 80 + 9 * 4)
     with pytest.raises(ValueError, match="threshold_fraction"):
         build_strategy("secagg_fedavg", threshold_fraction=0.0)

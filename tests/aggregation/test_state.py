@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aggregation import AdapterLayout, ClientUpdate, StrategyContext, build_strategy, strategy_names
-from fleet import checkpoint
+from analysis import checkpoint
 
 CLIENTS = 6
 

@@ -26,7 +26,7 @@ def built(**params):
 
 def test_defaults_and_registry():
     assert strategy_parameters("trimmed_mean") == {"beta": 0.2}
-    assert built().beta == 0.2
+    assert built().config.beta == 0.2
 
 
 def test_trims_one_at_each_end_by_hand():

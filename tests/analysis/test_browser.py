@@ -59,7 +59,7 @@ def test_systems_run_report_loads_with_data_in_every_figure(systems_run, browser
 
 def test_comparison_and_sweep_pages_load_with_data_in_every_figure(systems_run, tmp_path, browser, ray_local):
     from analysis.compare import write_comparison
-    from analysis.sweep import run_sweep
+    from scenarios.sweep import run_sweep
 
     other = run_scenario(load_scenario("quickstart", ["run.mode=systems", "run.rounds=3", "seed=1"]),
                          RunOptions(out=tmp_path / "other", progress=False))

@@ -9,7 +9,7 @@ import pytest
 from analysis.compare import comparison_figures, comparison_table, to_target, unique_labels, write_comparison
 from analysis.page import PALETTE
 from analysis.recorder import load_run
-from scenarios.errors import ScenarioError
+from analysis.recorder import NotARunFolder
 
 
 def test_to_target_at_the_first_evaluated_version_at_or_below(make_run):
@@ -88,5 +88,5 @@ def test_equal_folder_names_get_unique_labels(make_run, tmp_path, figures_of):
 def test_a_folder_that_is_not_a_run_is_named(make_run, tmp_path):
     empty = tmp_path / "not_a_run"
     empty.mkdir()
-    with pytest.raises(ScenarioError, match="not_a_run.*rounds.parquet"):
+    with pytest.raises(NotARunFolder, match="not_a_run.*rounds.parquet"):
         write_comparison([make_run(), empty], tmp_path / "c.html")

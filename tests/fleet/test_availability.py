@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from fleet.availability import (
+    AVAILABILITY,
     AlwaysOn,
     Diurnal,
     MarkovOnOff,
     TraceAvailability,
     build_availability,
-    load_behave_trace,
 )
+from fleet.availability_traces import load_behave_trace
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -338,6 +339,12 @@ def test_build_availability_from_specs(tmp_path):
     trace = build_availability({"kind": "trace", "path": str(path)}, seed=1, n_devices=10)
     again = TraceAvailability(load_behave_trace(path), seed=1)
     assert np.array_equal(trace.client_of(np.arange(10)), again.client_of(np.arange(10)))
+
+
+def test_kinds_come_from_the_registry_and_yaml_numbers_are_read_as_seconds():
+    assert AVAILABILITY.names() == ["always_on", "diurnal", "markov", "trace"]
+    markov = build_availability({"kind": "markov", "mean_on_s": "3.6e3", "mean_off_s": 1800}, seed=4, n_devices=1)
+    assert markov == MarkovOnOff(3600.0, 1800.0, seed=4)
 
 
 @pytest.mark.parametrize(

@@ -12,19 +12,17 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from fleet.auroc import auroc
 from fleet.cellsite import (
     CellSiteConfig,
     FaultKind,
     SiteType,
-    auroc,
     generate,
-    main,
     split_site,
     to_clients,
     windows_with_labels,
-    write_jsonl,
-    write_labels,
 )
+from fleet.cellsite_files import main, write_jsonl, write_labels
 from fleet.data import jsonl_clients
 
 KPI = re.compile(

@@ -9,7 +9,7 @@ import torch
 
 from aggregation import AdapterLayout, StrategyContext, build_strategy
 from aggregation.compression import ErrorFeedback, build_codec
-from fleet import checkpoint
+from analysis import checkpoint
 from fleet.attacks import Attack
 from fleet.clients import ClientSide
 from fleet.devices import sample_fleet

@@ -3,10 +3,22 @@
 import numpy as np
 import pytest
 
-from network_models import Delivery, RadioPower, SharedBand, ofdma_rates_bps, shannon_rate_bps, tdma_rates_bps
+from network_models import Delivery, RadioPower, SharedBand, shannon_rate_bps
 
 B, NF, P, LOSS = 20e6, 5.0, 23.0, 121.3
 BITS = 8e6  # a 1 MB LoRA update
+# The uplink's received power over the noise density (mW over mW/Hz): 10^((23 - 121.3) / 10) / 10^((-174 + 5) / 10)
+SIGNAL_HZ = 10 ** ((P - LOSS + 174 - NF) / 10)
+
+
+def ofdma_share_bps(n: int) -> float:
+    """By hand: a slice B/n with its own noise, (B/n) log2(1 + S / (B/n))."""
+    return B / n * np.log2(1 + SIGNAL_HZ / (B / n))
+
+
+def tdma_share_bps(n: int) -> float:
+    """By hand: the whole band 1/n of the time, (B/n) log2(1 + S / B)."""
+    return B / n * np.log2(1 + SIGNAL_HZ / B)
 
 
 def run_to_end(band, deliveries=None):
@@ -45,15 +57,14 @@ def test_two_equal_transfers_finish_together():
         finish[scheme] = done[1]
     # OFDMA: each half-band slice has half the noise too, so sharing costs less than a factor 2.
     assert alone < finish["ofdma"] < 2 * alone
-    assert finish["ofdma"] == pytest.approx(BITS / ofdma_rates_bps(np.zeros(2), B, P, np.full(2, LOSS), NF)[0])
+    assert finish["ofdma"] == pytest.approx(BITS / ofdma_share_bps(2))
     assert finish["tdma"] == pytest.approx(2 * alone, rel=1e-12)
 
 
 @pytest.mark.parametrize("scheme", ["ofdma", "tdma"])
 def test_second_transfer_starts_when_the_first_is_half_done(scheme):
-    rates = ofdma_rates_bps if scheme == "ofdma" else tdma_rates_bps
     r1 = float(shannon_rate_bps(B, P, LOSS, NF))
-    r2 = float(rates(np.zeros(2), B, P, np.full(2, LOSS), NF)[0])
+    r2 = ofdma_share_bps(2) if scheme == "ofdma" else tdma_share_bps(2)
     band = SharedBand(B, NF, scheme)
     band.start(1, BITS, P, LOSS, now=0.0)
     half = BITS / 2 / r1
@@ -83,20 +94,15 @@ def test_removal_returns_the_bits_sent_and_frees_the_band():
         band.remove(2, now=0.3)
 
 
-def test_a_transfer_in_outage_never_completes():
-    band = SharedBand(B, NF, outage_snr_db=-5.0)
-    band.start(1, BITS, P, 140.0, now=0.0)  # SNR about -21 dB on the whole band
+def test_a_link_with_no_signal_never_completes_and_holds_its_share():
+    band = SharedBand(B, NF)
     band.start(2, BITS, P, LOSS, now=0.0)
     band.start(3, BITS, P, np.inf, now=0.0)  # a -inf dB fade: no signal at all
-    assert band.rate_bps(1) == band.rate_bps(3) == 0.0 and band.rate_bps(2) > 0
-    assert run_to_end(band) == {2: pytest.approx(BITS / band_rate(3))}
-    assert band.active == 2 and band.next_completion() is None
-    stalled = band.remove(1, now=100.0)
+    assert band.rate_bps(3) == 0.0 and band.rate_bps(2) > 0
+    assert run_to_end(band) == {2: pytest.approx(BITS / ofdma_share_bps(2))}
+    assert band.active == 1 and band.next_completion() is None
+    stalled = band.remove(3, now=100.0)
     assert stalled.bits == 0.0 and stalled.seconds == 100.0
-
-
-def band_rate(n):
-    return float(ofdma_rates_bps(np.zeros(n), B, P, np.full(n, LOSS), NF)[0])
 
 
 def test_zero_bits_complete_at_once_and_mixed_sizes_finish_smallest_first():
@@ -107,7 +113,7 @@ def test_zero_bits_complete_at_once_and_mixed_sizes_finish_smallest_first():
     assert list(done) == [1, 2, 3, 0]
     assert done[1] == 1.0
     # While four share the band, the 1 Mb transfer needs 1e6 / (rate with three left) after the empty one went.
-    assert done[2] == pytest.approx(1.0 + 1e6 / band_rate(3))
+    assert done[2] == pytest.approx(1.0 + 1e6 / ofdma_share_bps(3))
 
 
 def test_misuse_is_refused():
@@ -197,9 +203,9 @@ def test_energy_with_a_capped_power_follows_each_rate_and_is_not_the_solo_rate()
     assert second.energy_j == pytest.approx(6.604737 * 0.25, rel=1e-5)
 
 
-def test_a_transfer_in_outage_keeps_its_radio_on_at_base_power():
-    band = SharedBand(B, NF, outage_snr_db=-5.0)
-    band.start(1, BITS, P, 140.0, now=0.0, power=RadioPower(0.8, 0.1, 3.0))
+def test_a_link_with_no_signal_keeps_its_radio_on_at_base_power():
+    band = SharedBand(B, NF)
+    band.start(1, BITS, P, np.inf, now=0.0, power=RadioPower(0.8, 0.1, 3.0))
     stalled = band.remove(1, now=10.0)
     assert (stalled.bits, stalled.seconds, stalled.energy_j) == (0.0, 10.0, pytest.approx(8.0))
 

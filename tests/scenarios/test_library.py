@@ -12,7 +12,7 @@ import yaml
 
 from scenarios.cli import main
 from scenarios.loader import BUILTIN_DIR, load_scenario
-from scenarios.runner import build_fleet
+from scenarios.assembly import build_fleet
 from scenarios.smoke import SMOKE_CAPS, SMOKE_FLEET, smoke_overrides
 
 BUILTINS = sorted(BUILTIN_DIR.glob("*.yaml"))

@@ -13,15 +13,9 @@ from fleet.memory import lora_param_count
 from fleet.trainer import adapter_layout, wrap_with_lora
 from scenarios.loader import load_scenario
 from fleet.emulator import SessionCost
-from scenarios.runner import (
-    build_scenario_strategy,
-    device_ranks,
-    full_model_uplink,
-    lora_spec,
-    memory_estimate,
-    session_cost,
-    target_architecture,
-)
+from scenarios.assembly import device_ranks, lora_spec, session_cost
+from scenarios.checks import memory_estimate, target_architecture
+from scenarios.summary import full_model_uplink
 
 
 class Fleetish(SimpleNamespace):
@@ -47,7 +41,7 @@ def llama_1b():
 def layout_and_strategy(scenario):
     lora = lora_spec(scenario)
     model = wrap_with_lora(load_base_model("builtin"), lora, seed=0)
-    strategy = build_scenario_strategy(scenario)
+    strategy = scenario.strategy.build()
     return adapter_layout(model, lora), strategy
 
 

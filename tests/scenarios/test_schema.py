@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aggregation.compression import Q8, TopK
+from aggregation.partial import PWFF as PWFF_GROUPS
+from fleet.selection import Oort
 from scenarios.cli import main
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario, parse_scenario
@@ -47,6 +50,35 @@ def test_unknown_device_class_and_strategy():
     assert "unknown device class 'toaster'" in errors_of({"fleet": {"classes": [{"name": "toaster", "fraction": 1}]}})
     assert "unknown strategy 'fedmagic'" in errors_of({"strategy": {"name": "fedmagic"}})
     assert "has no parameter momentum" in errors_of({"strategy": {"name": "fedavg", "momentum": 0.9}})
+
+
+def test_sections_build_what_they_name():
+
+    scenario = parse_scenario({"strategy": {"name": "fedbuff", "buffer_size": 3, "compression": {"name": "topk"}},
+                               "run": {"selection": {"name": "oort", "alpha": 3}}})
+    strategy = scenario.strategy.build()
+    assert strategy.name == "fedbuff" and strategy.config.buffer_size == 3
+    assert strategy is not scenario.strategy.build()  # a fresh one each time
+    assert scenario.strategy.compression.build() == TopK(0.01)  # the section's default fraction
+    assert parse_scenario({"strategy": {"compression": {"name": "q8"}}}).strategy.compression.build() == Q8()
+    assert scenario.run.selection.build() == Oort(alpha=3.0)
+
+
+def test_personal_and_frozen_replace_the_presets_groups():
+    assert parse_scenario({"strategy": {"name": "pwff"}}).strategy.build().groups == PWFF_GROUPS
+    groups = parse_scenario({"strategy": {"name": "pwff", "frozen": ["head"]}}).strategy.build().groups
+    assert groups.personal == PWFF_GROUPS.personal and groups.frozen == ("head",)
+    groups = parse_scenario({"strategy": {"name": "pwff", "personal": []}}).strategy.build().groups
+    assert not groups.partial
+
+
+def test_parameters_are_checked_by_their_config():
+    message = errors_of({"strategy": {"compression": {"name": "topk", "fraction": 1.5}}})
+    assert "strategy.compression: compression 'topk': fraction must be in (0, 1], got 1.5" in message
+    assert "selection policy 'oort' has no parameter greed" in errors_of(
+        {"run": {"selection": {"name": "oort", "greed": 3}}})
+    assert "run.selection: selection 'oort': alpha: expected a number" in errors_of(
+        {"run": {"selection": {"name": "oort", "alpha": "lots"}}})
 
 
 def test_jsonl_needs_an_existing_file(tmp_path):

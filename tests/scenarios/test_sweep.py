@@ -18,8 +18,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.grid import grid, split_values
-from analysis.sweep import bandwidth_figures, field_values, run_sweep
+from analysis.sweep_report import bandwidth_figures, field_values
+from scenarios.grid import grid, split_values
+from scenarios.sweep import run_sweep
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
 
@@ -186,7 +187,7 @@ def test_local_sweep_reproduces_a_plain_run(ray_local, tmp_path, small):
 def test_trials_run_at_the_same_time(ray_local, tmp_path, monkeypatch, small):
     # Each stand-in trial checks in and waits for the other: they both finish only if Ray ran them together.
     # Wall-clock overlap of real trials would depend on how fast worker processes start on a busy machine.
-    import analysis.sweep as sweep
+    import scenarios.sweep as sweep
 
     meeting = tmp_path / "meeting"
     meeting.mkdir()

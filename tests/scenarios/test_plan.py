@@ -13,16 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.plan import (
-    cell_load,
-    class_table,
-    duration_percentiles,
-    per_day_scale,
-    percentile,
-    round_durations,
-    run_plan,
-    search_uplink,
-)
+from analysis.capacity import cell_load, class_table, duration_percentiles, per_day_scale, percentile, round_durations
+from scenarios.plan import run_plan, search_uplink
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario, parse_scenario
 
@@ -42,7 +34,7 @@ def errors_of(tree: dict) -> str:
 
 
 def p95_of(run_dir, k: int) -> float:
-    """p95 of the time to the K-th report, computed apart from analysis.plan: rounds short of K are
+    """p95 of the time to the K-th report, computed apart from analysis.capacity: rounds short of K are
     given a duration no target reaches."""
     rounds = pd.read_parquet(run_dir / "rounds.parquet")
     rounds = rounds[rounds["round"] > 0]
