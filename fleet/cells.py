@@ -143,30 +143,28 @@ class CellLink:
         self._schedule()
 
 
-class TraceLink:
-    """A recorded throughput trace in place of a cell's shared band: each device replays the trace (looping)
-    from its own seeded offset, as its own link; traces already contain whatever sharing there was.
+class _TimedLink:
+    """A link whose transfer takes a time known when it starts (each transfer has the link to itself); a
+    cancelled one delivered its bits and energy prorated over that time, at the transfer's mean rate."""
 
-    Energy is charged at the transfer's mean rate over the trace (bits / duration). With a linear radio power
-    that is exactly the integral over the trace's changing rate; where the rate crosses the power cap it
-    slightly overstates it (power is concave in the rate), which a trace's own coarse steps dwarf anyway."""
-
-    snr_applies = False  # a measured rate has no SNR to put in outage
+    snr_applies = False
     air_share = 1.0
 
-    def __init__(self, env: simpy.Environment, trace: RateTrace, offsets_s: np.ndarray):
-        self.env, self.trace, self.offsets_s = env, trace, offsets_s
-        self._active: dict[int, _TraceTransfer] = {}
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self._active: dict[int, _TimedTransfer] = {}
+
+    def duration_s(self, transfer_id: int, bits: float) -> float:
+        raise NotImplementedError
 
     def send(
         self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float, power: RadioPower = NO_POWER,
         interference_mw_per_hz: float = 0.0,
     ) -> simpy.Event:
-        """An event that fires, with the transfer's Delivery, when the trace has carried `bits` (power and
-        interference do not change a measured rate; `power` is only what the device draws meanwhile)."""
-        start = self.env.now
-        duration = self.trace.transfer_time_s(bits, start + self.offsets_s[transfer_id])
-        record = _TraceTransfer(start, duration, bits, power)
+        """An event that fires, with the transfer's Delivery, when `bits` are through (power and interference
+        do not change the time; `power` is only what the device's radio draws meanwhile)."""
+        duration = self.duration_s(transfer_id, bits)
+        record = _TimedTransfer(self.env.now, duration, bits, power)
         self._active[transfer_id] = record
         done = self.env.timeout(duration, value=record.delivery(duration))
 
@@ -184,8 +182,8 @@ class TraceLink:
         return NOTHING if record is None else record.delivery(self.env.now - record.start)
 
 
-class _TraceTransfer:
-    """One transfer on a trace: when it started, how long it takes, its size and the device's radio power."""
+class _TimedTransfer:
+    """One timed transfer: when it started, how long it takes, its size and the device's radio power."""
 
     __slots__ = ("start", "duration", "bits", "power")
 
@@ -202,6 +200,23 @@ class _TraceTransfer:
         # Mean rate bits / duration (0 for a transfer that never ends): energy grows linearly with time.
         mean_rate = self.bits / self.duration if self.duration > 0 else 0.0
         return Delivery(bits, seconds, float(self.power.watts(mean_rate)) * seconds)
+
+
+class TraceLink(_TimedLink):
+    """A recorded throughput trace in place of a cell's shared band: each device replays the trace (looping)
+    from its own seeded offset, as its own link; traces already contain whatever sharing there was, and a
+    measured rate has no SNR to put in outage.
+
+    Energy is charged at the transfer's mean rate over the trace (bits / duration). With a linear radio power
+    that is exactly the integral over the trace's changing rate; where the rate crosses the power cap it
+    slightly overstates it (power is concave in the rate), which a trace's own coarse steps dwarf anyway."""
+
+    def __init__(self, env: simpy.Environment, trace: RateTrace, offsets_s: np.ndarray):
+        super().__init__(env)
+        self.trace, self.offsets_s = trace, offsets_s
+
+    def duration_s(self, transfer_id: int, bits: float) -> float:
+        return self.trace.transfer_time_s(bits, self.env.now + self.offsets_s[transfer_id])
 
 
 class Multicast:
@@ -256,43 +271,19 @@ class Multicast:
         return Delivery(bits, seconds, float(power.watts(self.rate)) * seconds)
 
 
-class Backhaul:
+class Backhaul(_TimedLink):
     """The cell site's wired link to the server, for devices standing at the site (cell-site servers): its
-    latency and rate both ways, no radio, so no SNR, no air time of the cell and no radio energy. Each transfer
-    has the backhaul's rate to itself."""
+    latency and rate both ways, no radio, so no SNR, no air time of the cell and no radio energy (they send
+    with NO_POWER). Each transfer has the backhaul's rate to itself."""
 
-    snr_applies = False
     air_share = 0.0
 
     def __init__(self, env: simpy.Environment, rate_bps: float, latency_s: float):
-        self.env, self.rate_bps, self.latency_s = env, rate_bps, latency_s
-        self._active: dict[int, tuple[float, float, float]] = {}  # transfer -> (start, seconds, bits)
+        super().__init__(env)
+        self.rate_bps, self.latency_s = rate_bps, latency_s
 
-    def send(
-        self, transfer_id: int, bits: float, tx_power_dbm: float, loss_db: float, power: RadioPower = NO_POWER,
-        interference_mw_per_hz: float = 0.0,
-    ) -> simpy.Event:
-        """An event that fires, with the transfer's Delivery, after the latency and `bits` at the backhaul's
-        rate (the radio arguments do not apply)."""
-        seconds = self.latency_s + bits / self.rate_bps
-        record = self._active[transfer_id] = (self.env.now, seconds, bits)
-        done = self.env.timeout(seconds, value=Delivery(bits, seconds, 0.0))
-
-        def forget(_) -> None:
-            if self._active.get(transfer_id) is record:
-                del self._active[transfer_id]
-
-        done.callbacks.append(forget)
-        return done
-
-    def cancel(self, transfer_id: int) -> Delivery:
-        """What went through before the device left: bits prorated over the transfer's time."""
-        record = self._active.pop(transfer_id, None)
-        if record is None:
-            return NOTHING
-        start, seconds, bits = record
-        elapsed = self.env.now - start
-        return Delivery(bits * elapsed / seconds, elapsed, 0.0)
+    def duration_s(self, transfer_id: int, bits: float) -> float:
+        return self.latency_s + bits / self.rate_bps
 
 
 class CellNetwork:

@@ -23,6 +23,21 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
+def config_file(path: str) -> Path | None:
+    """The model's config.json: in its folder, or for a hub id in this machine's Hugging Face cache (a run
+    never downloads); None where there is none."""
+    if path == BUILTIN or looks_local(path):
+        file = Path(resolve_model_path(path)).expanduser() / "config.json"
+        return file if file.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except ValueError:  # not a valid hub id either
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def model_folder_problem(path: str) -> str | None:
     """Why the local model folder `path` cannot be loaded (None: it can): it must hold config.json and
     safetensors weights, every one readable."""

@@ -24,7 +24,7 @@ from aggregation.base import RunSetting, Strategy
 from fleet.architectures import Architecture, get_architecture
 from fleet.devices import DeviceClass, class_counts, device_class
 from fleet.memory import MemoryEstimate, lora_param_count, lora_training_memory_bytes
-from fleet.model_files import BUILTIN, looks_local, model_folder_problem, resolve_model_path, unreadable
+from fleet.model_files import BUILTIN, config_file, looks_local, model_folder_problem, unreadable
 from network_models import MIN_DISTANCE_M, load_trace, path_loss_db, shannon_rate_bps
 from scenarios.errors import ScenarioError
 from scenarios.schema import Scenario
@@ -79,6 +79,10 @@ def file_problems(scenario: Scenario) -> list[Problem]:
         problem = model_folder_problem(model)
         if problem:
             problems.append(Problem("model.path", problem))
+    elif config_file(model) is None:
+        problems.append(Problem("model.path", (
+            f"{model!r} is neither a model folder on this machine nor a hub model in its Hugging Face cache; a run "
+            "never downloads: save the model to a folder (save_pretrained) and give the folder")))
     return problems
 
 
@@ -89,7 +93,7 @@ def target_architecture(scenario: Scenario) -> Architecture:
     """What the clock times: the emulated architecture, or the trained model itself."""
     if scenario.model.emulate:
         return get_architecture(scenario.model.emulate)
-    config = json.loads((Path(resolve_model_path(scenario.model.path)) / "config.json").read_text())
+    config = json.loads(config_file(scenario.model.path).read_text())
     return Architecture.from_hf_config(config, name=scenario.model.path)
 
 

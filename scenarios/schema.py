@@ -146,12 +146,13 @@ class NetworkSection(Section):
         "cell transmits on the same band; rates use SINR. 0 switches interference off, 1 is the full-buffer worst "
         "case")
     fading: Literal[FADING_MODELS] = Field("rayleigh", description="block fading, drawn per transfer")
-    rician_k_db: float = Field(9.0, description="Rician K-factor when fading is 'rician'")
+    rician_k_db: float = Field(9.0, ge=-30, le=40, description="Rician K-factor when fading is 'rician'")
     sharing: Literal["ofdma", "tdma"] = Field("ofdma", description="how concurrent transfers in a cell share it")
     uplink_mhz: float = Field(20.0, gt=0, description="uplink band of one cell, shared by its uploaders")
     downlink_mhz: float = Field(20.0, gt=0, description="downlink band of one cell, shared by its downloaders")
-    bs_power_dbm: float = Field(46.0, description="base station transmit power (macro cell)")
-    noise_figure_db: float = Field(7.0, ge=0, description="receiver noise figure (5-9 dB typical)")
+    bs_power_dbm: float = Field(46.0, ge=0, le=80, description="base station transmit power (macro cell: 46 dBm; "
+                                "80 dBm, 100 kW, is beyond any base station)")
+    noise_figure_db: float = Field(7.0, ge=0, le=30, description="receiver noise figure (5-9 dB typical)")
     outage_snr_db: float = Field(
         -10.0, description="a transfer whose SNR over network.outage_reference_mhz is below this cannot start "
         "(link outage)"

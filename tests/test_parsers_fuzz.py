@@ -192,3 +192,5 @@ def test_scenario_near_valid(tmp_path, data):
 def test_scenario_deep_nesting_and_bad_encoding(tmp_path):
     check_scenario_file(tmp_path, b"[" * 10_000 + b"]" * 10_000)
     check_scenario_file(tmp_path, b"name: caf\xe9\n")
+    check_scenario_file(tmp_path, b"network:\n  noise_figure_db: 3257\n")  # 10^(3083/10) mW/Hz overflows
+    check_scenario_file(tmp_path, b"model:\n  path: '0'\n")  # no such folder, and no such model in the cache

@@ -184,9 +184,11 @@ def test_command_exits_2_before_loading_the_heavy_parts(tmp_path):
     assert "run.deadline_s" in done.stderr and not (tmp_path / "run").exists()
 
 
-def test_a_link_that_carries_nothing():
-    # a 300 dB noise figure leaves no SNR at all: found by fuzzing, once a division by zero
-    message = check_message({"network": {"noise_figure_db": 300}})
+def test_a_link_that_carries_nothing(tmp_path):
+    # a silent uplink trace carries no bit at all: once a division by zero
+    silent = tmp_path / "silent.txt"
+    silent.write_text("0 0\n1 0\n")
+    message = check_message({"network": {"uplink_trace": {"path": str(silent), "format": "two_column"}}})
     assert "run.deadline_s: no session can ever finish" in message
 
 
