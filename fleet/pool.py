@@ -27,6 +27,7 @@ import torch
 from aggregation import ParameterGroups
 from fleet.base_model import load_base_model
 from fleet.data import PackedTokens
+from fleet.grouped import GroupedTrainer
 from fleet.rng import stream
 from fleet.trainer import (
     LocalTrainer,
@@ -135,11 +136,18 @@ class TrainerActor:
         torch.set_num_threads(threads)
         model = wrap_with_lora(load_base_model(model_path), lora, settings.seed)
         self.trainer = LocalTrainer(model, settings, adapter_layout(model, lora))
+        self.grouped = GroupedTrainer(self.trainer)
         self.train_data, self.test_data = PackedTokens(*train), PackedTokens(*test)
         self.eval_windows = eval_windows
 
     def train(self, job: TrainJob, start: torch.Tensor, base_delta: torch.Tensor | None) -> TrainResult:
         return self.trainer.train(job, start, self.train_data.get(job.data_client), base_delta)
+
+    def train_group(self, jobs: list[TrainJob], base_delta: torch.Tensor | None,
+                    *starts: torch.Tensor) -> list[TrainResult]:
+        """Several jobs in one pass (fleet/grouped.py); the starts come as arguments of their own, so that
+        Ray hands over the tensors rather than their refs."""
+        return self.grouped.train(jobs, list(starts), [self.train_data.get(j.data_client) for j in jobs], base_delta)
 
     def evaluate(self, adapter: torch.Tensor, base_delta: torch.Tensor | None) -> float:
         return self.trainer.evaluate(adapter, self.eval_windows, base_delta=base_delta)
@@ -230,6 +238,11 @@ class WorkerPool:
 
     def train(self, job: TrainJob, start_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
         return self._submit("train", job, start_ref, base_ref)
+
+    def train_group(self, jobs: list[TrainJob], start_refs: list[ray.ObjectRef],
+                    base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
+        """One ref to the list of the jobs' results, trained together on one worker."""
+        return self._submit("train_group", jobs, base_ref, *start_refs)
 
     def evaluate(self, adapter_ref: ray.ObjectRef, base_ref: ray.ObjectRef | None) -> ray.ObjectRef:
         return self._submit("evaluate", adapter_ref, base_ref)

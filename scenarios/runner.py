@@ -29,6 +29,7 @@ from analysis.recorder import RunRecorder
 from analysis.report import write_report
 from fleet.base_model import resolve_model_path
 from fleet.detection import DetectionProbe
+from fleet.grouping import GroupedHost
 from fleet.pool import WorkerFaults, WorkerPool, ray_session
 from fleet.trainer import set_flat
 from scenarios.assembly import Assembly, assemble, lora_spec, train_settings
@@ -118,7 +119,9 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
             bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
                             loss="-" if np.isnan(loss) else f"{loss:.3f}")
 
-        final = run.emulator(clients, pool, recorder, (probe,) if probe else (), progress, saved).run()
+        group = scenario.runtime.group_size
+        host = GroupedHost(pool, group) if pool is not None and group > 1 else pool
+        final = run.emulator(clients, host, recorder, (probe,) if probe else (), progress, saved).run()
         detection = None if probe is None else local_baselines(run, probe, clients, final)
         faults = pool.faults() if pool is not None else WorkerFaults(jobs_retried=0, workers_replaced=0)
     return Emulated(final, detection, faults)

@@ -429,6 +429,10 @@ class RunSection(Section):
 class RuntimeSection(Section):
     workers: int = Field(2, ge=1, le=4096, description="Ray actors that train clients")
     threads_per_worker: int = Field(1, ge=1, le=256, description="torch threads (and Ray CPUs) per actor")
+    group_size: int = Field(1, ge=1, le=1024, description="clients a worker trains in one pass over the base model "
+                            "(fleet/grouped.py); 1: one at a time. Groups are cut by the schedule, so results do "
+                            "not depend on the number of workers; a client's update in a group equals its update "
+                            "alone to float rounding")
     address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: local")
     dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray (off: one web server "
                             "fewer, and nothing to reach from outside)")

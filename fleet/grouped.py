@@ -1,0 +1,179 @@
+"""Many clients' local training in one pass over one frozen base model.
+
+A worker holds one frozen base with LoRA (fleet/trainer.py). Training G clients one after the other runs G
+small forward and backward passes; here they run as one. Each client's batch takes its own rows of one
+(G x B, T) batch; every adapter tensor becomes a stack of G copies, and each adapted layer computes
+
+    y = W x + scaling * B_g (A_g x)        for the rows of client g        (batched matmuls, torch.bmm)
+
+so the base's matmuls see G times the rows while every client's factors act only on its own. The loss is the
+sum of the clients' own mean losses: the gradient of a client's factors is the gradient of its own loss, and
+AdamW over the stacks, being elementwise, keeps each client's moments apart. Everything a single job has is
+per client here: its start adapter, data, batch stream, proximal term, frozen and absent entries (rank) and
+number of steps (a client whose steps are done keeps its final adapter while the others go on).
+
+The clients of a group share the base's merged weights (FLoRA), so a group is made of jobs from one base
+version. A client's update trained in a group equals the one `LocalTrainer.train` gives to float rounding
+(the batched products sum in another order); with LoRA dropout above 0 each client draws its own seeded
+masks, of the same distribution as alone but not the same draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from fleet.rng import stream, stream_key
+from fleet.trainer import LocalTrainer, TrainJob, TrainResult, windows
+
+
+class GroupedLora:
+    """One adapted linear layer for G clients: the frozen base layer and stacked factors A (G, r, d_in),
+    B (G, d_out, r)."""
+
+    def __init__(self, base: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, scaling: float, dropout: float,
+                 generators: list[torch.Generator]):
+        self.base, self.a, self.b, self.scaling = base, a, b, scaling
+        self.dropout, self.generators = dropout, generators
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y = self.base(x)
+        g = self.a.shape[0]
+        xs = x.reshape(g, -1, x.shape[-1])  # client g's rows are the g-th block of the batch
+        if self.dropout > 0:
+            xs = xs * client_dropout_masks(xs, self.dropout, self.generators)
+        # y + scaling * B_g A_g x in one pass over y (baddbmm), not three
+        out = torch.baddbmm(y.reshape(g, -1, y.shape[-1]), torch.bmm(xs, self.a.transpose(1, 2)),
+                            self.b.transpose(1, 2), alpha=self.scaling)
+        return out.reshape(y.shape)
+
+
+class GroupedBottleneck:
+    """A block's bottleneck adapter for G clients: h + up_g(gelu(down_g(h))) on client g's rows."""
+
+    def __init__(self, down_w: torch.Tensor, down_b: torch.Tensor, up_w: torch.Tensor, up_b: torch.Tensor):
+        self.down_w, self.down_b, self.up_w, self.up_b = down_w, down_b, up_w, up_b
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        hs = h.reshape(self.down_w.shape[0], -1, h.shape[-1])
+        inner = torch.nn.functional.gelu(torch.baddbmm(self.down_b[:, None, :], hs, self.down_w.transpose(1, 2)))
+        return h + torch.baddbmm(self.up_b[:, None, :], inner, self.up_w.transpose(1, 2)).reshape(h.shape)
+
+
+def client_dropout_masks(xs: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """(G, N, d) inverted-dropout masks, client g's drawn from its own generator."""
+    keep = torch.empty_like(xs)
+    for g, generator in enumerate(generators):
+        keep[g].bernoulli_(1.0 - p, generator=generator)
+    return keep / (1.0 - p)
+
+
+class GroupedTrainer:
+    """Trains a group of jobs at once on a worker's model (a `LocalTrainer`'s: its base, layout and
+    settings)."""
+
+    def __init__(self, trainer: LocalTrainer):
+        self.trainer = trainer
+        self.layout = trainer.layout
+        model = trainer.model
+        self._lora = {pair.module: model.get_submodule(pair.module) for pair in self.layout.pairs}
+        lora = next(iter(self._lora.values()), None)
+        self._dropout = float(lora.lora_dropout["default"].p) if lora is not None and hasattr(
+            lora.lora_dropout["default"], "p") else 0.0
+        # Bottleneck adapters: segments named <block>.bottleneck.{down,up}.{weight,bias}
+        self._bottlenecks = sorted({s.name.rsplit(".", 2)[0] for s in self.layout.segments if s.kind == "other"})
+        unknown = [s.name for s in self.layout.segments
+                   if s.kind == "other" and not s.name.rsplit(".", 2)[0].endswith("bottleneck")]
+        if unknown:
+            raise ValueError(f"grouped training knows LoRA factors and bottleneck adapters, not {unknown[0]}")
+
+    def train(self, jobs: list[TrainJob], starts: list[torch.Tensor], tokens: list[np.ndarray],
+              base_delta: torch.Tensor | None = None) -> list[TrainResult]:
+        """Each job trained from its start adapter on its tokens, as `LocalTrainer.train` would one at a time."""
+        if not jobs:
+            return []
+        s, layout, g = self.trainer.settings, self.layout, len(jobs)
+        self.trainer.set_base_delta(base_delta)
+        masks = [self.trainer._masks(job.groups, job.rank) for job in jobs]
+        targets = torch.stack(starts).clone()
+        for i, (absent, _, _) in enumerate(masks):
+            targets[i, absent] = 0.0  # components beyond a client's rank are absent: zero
+        params = [torch.nn.Parameter(seg.view(targets).clone()) for seg in layout.segments]
+        anchors = [seg.view(targets) for seg in layout.segments]
+        fixed = [torch.stack([m[1][k] for m in masks]) for k in range(len(layout.segments))]
+        prox = [torch.stack([m[2][k] for m in masks]) for k in range(len(layout.segments))]
+        mu = torch.tensor([job.prox_mu for job in jobs], dtype=torch.float32)
+        steps = np.array([job.steps for job in jobs])
+        rngs = [stream(s.seed, "batches", job.client, job.round) for job in jobs]
+        data = [self._tokens(job, t) for job, t in zip(jobs, tokens)]
+        generators = [torch.Generator().manual_seed(stream_key(s.seed, "dropout", job.client, job.round) % 2**63)
+                      for job in jobs]
+        opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        finals: list[list[torch.Tensor] | None] = [None] * g
+        losses: list[list[float]] = [[] for _ in jobs]
+        self.trainer.model.train()
+        with self._installed(params, generators):
+            for step in range(int(steps.max())):
+                active = torch.from_numpy(steps > step)
+                batch = torch.cat([windows(d, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
+                                   if active[i] else torch.zeros(s.batch_size, s.seq_len + 1, dtype=torch.int64)
+                                   for i, (d, rng) in enumerate(zip(data, rngs))])
+                loss = self._client_losses(batch, g)
+                objective = (loss * active).sum()
+                if (mu > 0).any():
+                    objective = objective + (mu / 2 * active * sum(
+                        (((p - a) ** 2) * m).flatten(1).sum(1) for p, a, m in zip(params, anchors, prox))).sum()
+                opt.zero_grad(set_to_none=True)
+                objective.backward()
+                opt.step()
+                with torch.no_grad():
+                    for p, a, m in zip(params, anchors, fixed):  # frozen and absent entries keep their value
+                        p[m] = a[m]
+                    for i in np.flatnonzero(steps == step + 1):  # done: keep what it has, whatever the others do
+                        finals[i] = [p[i].clone() for p in params]
+                    for i in np.flatnonzero(steps <= step):
+                        for p, f in zip(params, finals[i]):
+                            p[i] = f
+                for i in np.flatnonzero(active.numpy()):
+                    losses[i].append(float(loss[i].detach()))
+        trained = torch.cat([p.detach().reshape(g, -1) for p in params], dim=1)
+        deltas = trained - targets
+        return [TrainResult(job, deltas[i].clone(), int(len(tokens[i])), losses[i][0], losses[i][-1])
+                for i, job in enumerate(jobs)]
+
+    def _tokens(self, job: TrainJob, tokens: np.ndarray) -> np.ndarray:
+        if not job.poison:
+            return tokens
+        s = self.trainer.settings
+        return stream(s.seed, "poison", job.client, job.round).integers(0, self.trainer.model.config.vocab_size,
+                                                                          len(tokens))
+
+    def _client_losses(self, batch: torch.Tensor, g: int) -> torch.Tensor:
+        """(G,) each client's mean next-token cross-entropy over its rows of the (G x B, T+1) batch."""
+        logits = self.trainer.model(input_ids=batch[:, :-1]).logits
+        per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                      reduction="none")
+        return per_token.reshape(g, -1).mean(1)
+
+    @contextlib.contextmanager
+    def _installed(self, params: list[torch.nn.Parameter], generators: list[torch.Generator]):
+        """The model's adapted layers and bottlenecks compute with the stacks while the group trains."""
+        by_name = {seg.name: p for seg, p in zip(self.layout.segments, params)}
+        patched = []
+        for pair in self.layout.pairs:
+            module = self._lora[pair.module]
+            module.forward = GroupedLora(module.base_layer, by_name[pair.a.name], by_name[pair.b.name],
+                                         self.layout.scaling, self._dropout, generators)
+            patched.append(module)
+        for name in self._bottlenecks:
+            module = self.trainer.model.get_submodule(name)
+            module.forward = GroupedBottleneck(*(by_name[f"{name}.{part}"] for part in
+                                                 ("down.weight", "down.bias", "up.weight", "up.bias")))
+            patched.append(module)
+        try:
+            yield
+        finally:
+            for module in patched:
+                del module.forward
