@@ -96,7 +96,7 @@ class GroupedTrainer:
             return []
         s, layout, g = self.trainer.settings, self.layout, len(jobs)
         self.trainer.set_base_delta(base_delta)
-        masks = [self.trainer._masks(job.groups, job.rank) for job in jobs]
+        masks = [self.trainer.masks(job.groups, job.rank) for job in jobs]
         targets = torch.stack(starts).clone()
         for i, (absent, _, _) in enumerate(masks):
             targets[i, absent] = 0.0  # components beyond a client's rank are absent: zero
@@ -117,6 +117,8 @@ class GroupedTrainer:
         with self._installed(params, generators):
             for step in range(int(steps.max())):
                 active = torch.from_numpy(steps > step)
+                # A client whose steps are done keeps its rows (zeros, outside the objective): the batch keeps its
+                # shape, and every client's rows stay where its factors act.
                 batch = torch.cat([windows(d, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
                                    if active[i] else torch.zeros(s.batch_size, s.seq_len + 1, dtype=torch.int64)
                                    for i, (d, rng) in enumerate(zip(data, rngs))])

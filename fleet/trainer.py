@@ -162,7 +162,7 @@ class LocalTrainer:
         keeps some). The result's delta covers every entry; the caller decides what is sent."""
         s = self.settings
         self.set_base_delta(base_delta)
-        absent, fixed_parts, prox_parts = self._masks(job.groups, job.rank)
+        absent, fixed_parts, prox_parts = self.masks(job.groups, job.rank)
         target = start.clone()
         target[absent] = 0.0  # components beyond the client's rank (HetLoRA-style) are absent: zero
         set_flat(self.model, target)
@@ -193,7 +193,7 @@ class LocalTrainer:
         delta = get_flat(self.model) - target
         return TrainResult(job, delta, int(len(tokens)), losses[0], losses[-1])
 
-    def _masks(self, groups: ParameterGroups, rank: int | None):
+    def masks(self, groups: ParameterGroups, rank: int | None):
         """For a job's groups and rank: the absent entries (flat), and per adapter tensor the entries held
         at a fixed value (frozen or absent) and those under the proximal term. Every job of a run asks for
         one or a few of these, so they are computed once each."""
