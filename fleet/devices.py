@@ -64,6 +64,11 @@ SUB6_PHONE_UP = RadioPower(base_w=3.204, w_per_mbps=0.02915, max_w=4.558)
 SUB6_PHONE_DOWN = RadioPower(base_w=2.925, w_per_mbps=0.01352, max_w=4.198)
 
 
+def _is_range(value) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
 @dataclass(frozen=True)
 class DeviceClass:
     name: str
@@ -79,6 +84,23 @@ class DeviceClass:
     radio_up: RadioPower = SUB6_PHONE_UP  # power while uploading, by rate
     radio_down: RadioPower = SUB6_PHONE_DOWN  # power while downloading, by rate
     at_site: bool = False  # stands at its cell's site and reaches the server over the backhaul, not the radio
+
+    def __post_init__(self) -> None:
+        """Refuse values no device has, naming the field (a scenario's overrides come through here)."""
+        for name in ("peak_tflops", "memory_gb", "battery_wh"):
+            value = getattr(self, name)
+            if value is None and name == "battery_wh":
+                continue
+            if not (_is_range(value) and 0 < value[0] <= value[1] < math.inf):
+                raise ValueError(f"{name}: must be [low, high] with 0 < low <= high, got {value!r}")
+        if not 0 < self.utilisation <= 1:
+            raise ValueError(f"utilisation: the achieved fraction of peak must lie in (0, 1], got {self.utilisation!r}")
+        for name in ("compute_power_w", "charger_w", "failures_per_hour"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not -50 <= self.tx_power_dbm <= 50:
+            raise ValueError(f"tx_power_dbm: a device transmits between -50 and 50 dBm (phones: 23), got "
+                             f"{self.tx_power_dbm!r}")
 
 
 CATALOG: dict[str, DeviceClass] = {

@@ -12,6 +12,8 @@ from pathlib import Path
 BUILTIN = "builtin"
 BUILTIN_DIR = Path(__file__).parent / "base_model"
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+# What AutoTokenizer reads a tokenizer from: a fast tokenizer's file, SentencePiece, or BPE / WordPiece vocabularies.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
 
 
 def resolve_model_path(path: str) -> str:
@@ -39,8 +41,8 @@ def config_file(path: str) -> Path | None:
 
 
 def model_folder_problem(path: str) -> str | None:
-    """Why the local model folder `path` cannot be loaded (None: it can): it must hold config.json and
-    safetensors weights, every one readable."""
+    """Why the local model folder `path` cannot be loaded (None: it can): it must hold config.json,
+    safetensors weights, every one readable, and a tokenizer."""
     folder = Path(resolve_model_path(path)).expanduser()
     if not folder.is_dir():
         return f"{path} is not a folder"
@@ -57,6 +59,9 @@ def model_folder_problem(path: str) -> str | None:
         problem = unreadable(file)
         if problem:
             return problem
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return (f"{path} has no tokenizer (one of {', '.join(TOKENIZER_FILES)}): save it beside the model "
+                "(tokenizer.save_pretrained(folder))")
     return None
 
 

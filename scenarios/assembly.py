@@ -96,7 +96,11 @@ def assemble(scenario: Scenario) -> Assembly:
         problem = no_device_fits(arch, memory.total_bytes, fleet.memory_gb.max())
         raise ScenarioError(f"{problem.field}: {problem.reason}")
     lora = lora_spec(scenario)
-    server_model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
+    base = load_base_model(scenario.model.path)
+    try:
+        server_model = wrap_with_lora(base, lora, scenario.seed)
+    except ValueError as err:  # peft: no module of the model has one of these names
+        raise ScenarioError(f"model.lora.target_modules: {err}") from None
     layout = adapter_layout(server_model, lora)
     check_strategy(scenario, strategy, layout)
     strategy.setup(StrategyContext(layout, population=int(invitable(fleet, ranks).sum()),

@@ -34,7 +34,7 @@ def resolve_scenario_path(name: str | Path) -> Path:
 def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
     path = resolve_scenario_path(name)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ScenarioError(f"{path}: not valid YAML: {err}") from None
     except UnicodeDecodeError as err:
@@ -43,6 +43,9 @@ def load_scenario(name: str | Path, overrides: list[str] = ()) -> Scenario:
         raise ScenarioError(f"{path}: YAML nested too deeply") from None
     except OSError as err:
         raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
+    if tree is None:  # a truncated write or the wrong file far more often than a wish for every default
+        raise ScenarioError(f"{path}: the file holds no scenario (it is empty, or only comments); write {{}} to "
+                            "run every default")
     if not isinstance(tree, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:

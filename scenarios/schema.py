@@ -17,7 +17,7 @@ from aggregation.compression import CODECS, Codec
 from aggregation.registry import STRATEGIES, Registry, RegistryError
 from aggregation.screening import DEFAULT_NORM_FACTOR
 from fleet.attacks import ATTACKS
-from fleet.architectures import get_architecture
+from fleet.architectures import PROJECTIONS, get_architecture
 from fleet.availability import build_availability
 from fleet.devices import CATALOG, device_class
 from fleet.selection import SELECTORS
@@ -113,6 +113,13 @@ class FleetSection(Section):
             raise ValueError("must be [low, high] with 0 <= low <= high <= 1")
         return v
 
+    @model_validator(mode="after")
+    def _invited_above_cutoff(self) -> "FleetSection":
+        if self.min_charge < self.cutoff_charge:
+            raise ValueError(f"min_charge ({self.min_charge:g}) is below cutoff_charge ({self.cutoff_charge:g}): a "
+                             "device invited there would stop at once; raise min_charge or lower cutoff_charge")
+        return self
+
 
 class TraceSpec(Section):
     path: str = Field(description="trace file; relative to the current folder")
@@ -193,6 +200,15 @@ class LoraSection(Section):
         description="LoRA rank per device class (at most r; others train at r), for heterogeneous-rank "
         "strategies (hetlora, flexlora, flora); memory_policy may lower them further",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_modules(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in PROJECTIONS]
+        if unknown:
+            raise ValueError(f"unknown module {unknown[0]!r}: the clock's compute and memory model knows the "
+                             f"decoder block's projections {', '.join(PROJECTIONS)}")
+        return v
 
     @model_validator(mode="after")
     def _ranks_within_r(self) -> "LoraSection":
