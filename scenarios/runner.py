@@ -35,6 +35,7 @@ from fleet.trainer import set_flat
 from scenarios.assembly import Assembly, assemble, lora_spec, train_settings
 from scenarios.client_data import eval_windows
 from scenarios.errors import ScenarioError
+from scenarios.run_lock import run_lock
 from scenarios.schema import Scenario
 from scenarios.summary import summarise
 
@@ -63,29 +64,34 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     # The RDP accountant warns through absl whenever an order fails to converge (it then skips that order).
     logging.getLogger("absl").setLevel(logging.ERROR)
     run = assemble(scenario)
-    run_dir, recorder, saved = open_run_folder(scenario, options)
-    emulated = emulate(run, run_dir, recorder, saved, options)
-    if scenario.run.mode == "train":
-        save_adapter(run.server_model, emulated.adapter, run.strategy, run_dir / "adapter")
-    summary = summarise(run, recorder, wall_start) | asdict(emulated.faults) | run.strategy.accounting()
-    if emulated.detection is not None:
-        found = detection_summary(pd.DataFrame(recorder.rounds_rows), emulated.detection,
-                                  scenario.data.cellsite.target_auroc)
-        write_detection(run_dir, emulated.detection, found)
-        summary.update(found)
-    recorder.close(summary)
-    if scenario.output.report:
-        write_report(run_dir)
+    with contextlib.ExitStack() as folder:
+        run_dir, recorder, saved = open_run_folder(scenario, options, folder)
+        emulated = emulate(run, run_dir, recorder, saved, options)
+        if scenario.run.mode == "train":
+            save_adapter(run.server_model, emulated.adapter, run.strategy, run_dir / "adapter")
+        summary = summarise(run, recorder, wall_start) | asdict(emulated.faults) | run.strategy.accounting()
+        if emulated.detection is not None:
+            found = detection_summary(pd.DataFrame(recorder.rounds_rows), emulated.detection,
+                                      scenario.data.cellsite.target_auroc)
+            write_detection(run_dir, emulated.detection, found)
+            summary.update(found)
+        recorder.close(summary)
+        if scenario.output.report:
+            write_report(run_dir)
     return run_dir
 
 
-def open_run_folder(scenario: Scenario, options: RunOptions) -> tuple[Path, RunRecorder, dict | None]:
-    """A new run folder, or the stopped run's to go on with; its recorder, and the emulator state saved at its
-    last checkpoint (None: start from the beginning)."""
+def open_run_folder(scenario: Scenario, options: RunOptions,
+                    folder: contextlib.ExitStack) -> tuple[Path, RunRecorder, dict | None]:
+    """A new run folder, or the stopped run's to go on with, locked until `folder` closes; its recorder, and
+    the emulator state saved at its last checkpoint (None: start from the beginning)."""
     if options.resume is None:
         run_dir = new_run_dir(scenario, options)
-        return run_dir, RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()}), None
+        recorder = RunRecorder(run_dir, {**scenario.model_dump(mode="json"), "git_sha": git_sha()})
+        folder.enter_context(run_lock(run_dir))
+        return run_dir, recorder, None
     run_dir = options.resume
+    folder.enter_context(run_lock(run_dir))  # before reopening, which cuts the records back
     recorder, saved = RunRecorder.reopen(run_dir)
     if options.progress:
         print(f"{run_dir}: " + ("no checkpoint yet, starting again" if saved is None else
