@@ -79,6 +79,9 @@ def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopb
     dashboard unless asked, and with `loopback_only` every server it starts listens on 127.0.0.1 only."""
     if ray.is_initialized():
         return False
+    # Ray turns token authentication on for a local cluster and warns about it at every start: keep it on,
+    # and keep the notice away from users.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return True

@@ -6,6 +6,7 @@ listening sockets of its process tree, read from /proc/net/tcp{,6} and matched t
 """
 
 import ipaddress
+import os
 import json
 import subprocess
 import sys
@@ -115,3 +116,22 @@ def test_local_ray_listens_on_loopback_only_and_has_no_dashboard(tmp_path):
     # Ray still runs its dashboard process for internal modules, but no web server answers
     assert report["answering"] == [] and not report["dashboard_url"]
     assert 8265 not in [port for _, port, _ in bound]  # Ray's dashboard port
+
+
+def test_a_local_ray_keeps_token_authentication_and_does_not_warn_about_it(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import ray
+        from ray._private.authentication.authentication_token_setup import get_authentication_mode
+        from fleet.pool import start_ray
+        start_ray(None, 1)
+        print("mode", get_authentication_mode())
+        ray.shutdown()
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parents[2])], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mode 1" in done.stdout  # 1: token authentication (0 would be disabled)
+    assert "Token authentication" not in done.stdout + done.stderr
