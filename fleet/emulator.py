@@ -47,7 +47,7 @@ import torch
 
 from aggregation import AggregationError, ClientConfig, Strategy
 from aggregation.screening import DEFAULT_NORM_FACTOR, screen_updates
-from fleet.cells import CellNetwork, Link, Multicast, Radio  # Radio: part of this module's API too
+from fleet.cells import CellNetwork, Link, Multicast, Radio
 from fleet.clients import ClientSide
 from fleet.devices import Fleet
 from fleet.replay import Journal, Step

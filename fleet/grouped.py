@@ -80,14 +80,14 @@ class GroupedTrainer:
         model = trainer.model
         self._lora = {pair.module: model.get_submodule(pair.module) for pair in self.layout.pairs}
         lora = next(iter(self._lora.values()), None)
-        self._dropout = float(lora.lora_dropout["default"].p) if lora is not None and hasattr(
-            lora.lora_dropout["default"], "p") else 0.0
-        # Bottleneck adapters: segments named <block>.bottleneck.{down,up}.{weight,bias}
-        self._bottlenecks = sorted({s.name.rsplit(".", 2)[0] for s in self.layout.segments if s.kind == "other"})
-        unknown = [s.name for s in self.layout.segments
-                   if s.kind == "other" and not s.name.rsplit(".", 2)[0].endswith("bottleneck")]
+        # peft puts an Identity in place of dropout at p = 0
+        self._dropout = 0.0 if lora is None else float(getattr(lora.lora_dropout["default"], "p", 0.0))
+        # Other trainable tensors must be bottleneck adapters: <block>.bottleneck.{down,up}.{weight,bias}
+        others = sorted({s.name.rsplit(".", 2)[0] for s in self.layout.segments if s.kind == "other"})
+        unknown = [module for module in others if not module.endswith("bottleneck")]
         if unknown:
             raise ValueError(f"grouped training knows LoRA factors and bottleneck adapters, not {unknown[0]}")
+        self._bottlenecks = others
 
     def train(self, jobs: list[TrainJob], starts: list[torch.Tensor], tokens: list[np.ndarray],
               base_delta: torch.Tensor | None = None) -> list[TrainResult]:

@@ -7,9 +7,10 @@ import torch
 
 from aggregation import AdapterLayout, StrategyContext, build_strategy
 from fleet.attacks import Attack
+from fleet.cells import Radio
 from fleet.clients import ClientSide
 from fleet.devices import sample_fleet
-from fleet.emulator import OUTCOMES, Emulator, Radio, RoundRules, SessionCost
+from fleet.emulator import OUTCOMES, Emulator, RoundRules, SessionCost
 from fleet.selection import Oort, ResourceAware, Uniform
 from fleet.trainer import TrainResult
 

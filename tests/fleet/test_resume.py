@@ -11,9 +11,10 @@ from aggregation import AdapterLayout, StrategyContext, build_strategy
 from aggregation.compression import ErrorFeedback, build_codec
 from analysis import checkpoint
 from fleet.attacks import Attack
+from fleet.cells import Radio
 from fleet.clients import ClientSide
 from fleet.devices import sample_fleet
-from fleet.emulator import Emulator, Radio, RoundRules, SessionCost
+from fleet.emulator import Emulator, RoundRules, SessionCost
 from fleet.rng import stream_key
 from fleet.selection import Oort, Uniform
 from fleet.trainer import TrainResult
