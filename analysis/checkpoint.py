@@ -5,12 +5,18 @@ strings, None). Tensors and arrays go into the file as tensors; the tree's shape
 by its key, goes into the file's metadata as JSON. Nothing is pickled, so loading a checkpoint runs no code
 from the file.
 
-The file is written under a temporary name, flushed to disk and renamed over the previous checkpoint: a
-crash at any instant leaves either the old checkpoint or the new one.
+The file is written under a temporary name, flushed to disk and renamed into place; the checkpoint it
+replaces is kept beside it as the previous one (`previous(path)`). A crash at any instant leaves a whole
+checkpoint: the new one, the old one, or both.
+
+A SHA-256 over the tree and every tensor's bytes is kept in the metadata, so that a file damaged afterwards
+(bytes flipped, or cut short) is refused by `load` with `DamagedCheckpoint` instead of resuming wrong
+numbers. A file written before the checksum existed loads unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,14 +29,29 @@ from safetensors.torch import save_file
 FORMAT = "fedfleet-checkpoint-1"
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file that cannot be trusted: cut short, unreadable, or failing its checksum."""
+
+
+def previous(path: Path) -> Path:
+    """Where the checkpoint that `save` replaced is kept."""
+    return path.with_name(path.stem + ".previous" + path.suffix)
+
+
 def save(path: Path, tree: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten(tree, tensors, {}, set())
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: t.contiguous() for k, t in tensors.items()}, tmp,
-              metadata={"format": FORMAT, "tree": json.dumps(skeleton)})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    skeleton = json.dumps(_flatten(tree, tensors, {}, set()))
+    tensors = {k: t.contiguous() for k, t in tensors.items()}
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "tree": skeleton, "sha256": _digest(skeleton, tensors)})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, say: no half-written file left taking space
+        tmp.unlink(missing_ok=True)
+        raise
+    if path.exists():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
     _sync_dir(path.parent)
 
@@ -38,10 +59,26 @@ def save(path: Path, tree: dict) -> None:
 def load(path: Path) -> dict:
     """The tree saved at `path`. Its tensors are views of the file mapped into memory, so that a large
     per-device state is copied into its stores page by page, never whole into the driver's memory."""
-    meta, tensors = _mapped_tensors(path)
+    try:
+        meta, tensors = _mapped_tensors(path)
+    except (ValueError, KeyError, OverflowError) as err:  # a header cut or garbled, data cut short
+        raise DamagedCheckpoint(f"{path}: unreadable ({type(err).__name__}: {err})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
+    if "sha256" in meta and _digest(meta["tree"], tensors) != meta["sha256"]:
+        raise DamagedCheckpoint(f"{path}: its contents do not match its SHA-256 checksum")
     return _unflatten(json.loads(meta["tree"]), tensors)
+
+
+def _digest(skeleton: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tree and of each tensor's name, type, shape and bytes, in name order."""
+    h = hashlib.sha256(skeleton.encode())
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"{key}:{str(t.dtype)}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def _mapped_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -32,7 +32,8 @@ adapter, strategy state, what devices keep, the start adapters of sessions still
 journal of what each server step decided from training results (`fleet.replay.Journal`). A resumed run
 replays the clock from time 0 with nothing trained, taking those decisions from the journal, until it
 reaches the checkpoint; it checks that the replayed clock, version and batteries equal the saved ones, loads
-the saved state and goes on training.
+the saved state and goes on training. A stop asked for (`stop_requested`) is taken at the end of a live server
+step, with a checkpoint of it, so a stopped run loses no finished round.
 """
 
 from __future__ import annotations
@@ -145,6 +146,14 @@ class EmulationStalled(RuntimeError):
     """The run cannot go on: no update reaches the server however long it waits."""
 
 
+class StopRequested(Exception):
+    """The run was asked to stop, and did so at the end of a server step, with a checkpoint of it."""
+
+    def __init__(self, rnd: int):
+        super().__init__(f"stopped after round {rnd}")
+        self.round = rnd
+
+
 class Dropped(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -237,9 +246,11 @@ class Emulator:
         on_progress=lambda row: None,
         checkpoint_every: int = 0,
         resume: dict | None = None,
+        stop_requested: Callable[[], bool] = lambda: False,
     ):
         """`checkpoint_every`: rounds between checkpoints (0: none). `resume`: a checkpoint's state, to go on
-        from."""
+        from. `stop_requested`: asked after each server step; when it holds, the emulator checkpoints that
+        step and raises StopRequested."""
         self.env = simpy.Environment()
         self.seed, self.fleet, self.num_samples = seed, fleet, num_samples
         self.rules, self.radio, self.cost, self.selector = rules, radio, cost, selector
@@ -268,7 +279,7 @@ class Emulator:
         self._unrecorded_payload = 0  # payload bytes of a rejected buffer, booked with the next row
         self._wake: simpy.Event | None = None
         self._at_work: dict[int, Cohort] = {}  # device -> the cohort of the session it is in
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every, self.stop_requested = checkpoint_every, stop_requested
         # Per server step, what it decided from training results; resuming, the replay up to the checkpoint.
         self.journal = Journal(resume)
 
@@ -685,8 +696,11 @@ class Emulator:
             self._emit({**row, **NOT_EVALUATED})
         else:
             self._evaluate(row)  # without a host, this records the row without a loss
-        if self.checkpoint_every and rnd % self.checkpoint_every == 0:
+        stopping = self.stop_requested()
+        if stopping or (self.checkpoint_every and rnd % self.checkpoint_every == 0):
             self._checkpoint()
+        if stopping:
+            raise StopRequested(rnd)
         return True
 
     def _screen(self, arrivals: list[Arrival], updates: list) -> list[int]:

@@ -60,7 +60,8 @@ class Assembly:
                           self.attack.attackers(s.seed, len(self.fleet)), feedback, state_dir)
 
     def emulator(self, clients: ClientSide, host: Host | None, sink: Sink, probes: tuple[Probe, ...] = (),
-                 on_progress=lambda row: None, resume: dict | None = None) -> Emulator:
+                 on_progress=lambda row: None, resume: dict | None = None,
+                 stop_requested=lambda: False) -> Emulator:
         s = self.scenario
         return Emulator(
             seed=s.seed,
@@ -80,6 +81,7 @@ class Assembly:
             on_progress=on_progress,
             checkpoint_every=s.run.checkpoint_every,
             resume=resume,
+            stop_requested=stop_requested,
         )
 
 

@@ -7,7 +7,8 @@
     fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
     fedfleet build-base [--out DIR]
 
-Exit status: 0 done, 2 bad input (the message names the field and the reason), 1 anything else.
+Exit status: 0 done, 2 bad input (the message names the field and the reason), 130 or 143 a run stopped by
+Ctrl-C or SIGTERM (it goes on with --resume, as the message says), 1 anything else (a full disk included).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 from pathlib import Path
 
 from analysis.recorder import NotARunFolder
-from scenarios.errors import ScenarioError
+from analysis.checkpoint import DamagedCheckpoint
+from scenarios.errors import RunStopped, ScenarioError
 from scenarios.loader import load_run_scenario, load_scenario
 from scenarios.smoke import smoke_overrides
 
@@ -76,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 "build-base": build_base}
     try:
         return commands[args.command](args)
-    except (ScenarioError, NotARunFolder) as err:
+    except (ScenarioError, NotARunFolder, DamagedCheckpoint) as err:
         print(f"fedfleet: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        print(f"fedfleet: {err}", file=sys.stderr)
+        return err.exit_status
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -102,7 +107,8 @@ def run_command(args: argparse.Namespace) -> int:
     from scenarios.runner import RunOptions, run_scenario
 
     try:
-        run_dir = run_scenario(scenario, RunOptions(out=args.out, resume=args.resume, progress=not args.quiet))
+        run_dir = run_scenario(scenario, RunOptions(out=args.out, resume=args.resume, progress=not args.quiet,
+                                                    stop_on_signals=True))
     except EmulationStalled as err:  # the scenario can run, but nothing it invites ever reports
         print(f"fedfleet: the run stopped: {err}", file=sys.stderr)
         return 1

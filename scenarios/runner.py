@@ -3,11 +3,15 @@ its parts), open the run folder, emulate, record the adapter and the summary, wr
 
 Order matters: everything that can fail on bad input (the scenario, its files, the data) is done before
 the run folder is created, so a mistake leaves nothing behind. Ray starts only after that.
+
+Once the folder exists, whatever stops the run part way (a stop signal, Ctrl-C twice, a full disk) ends in
+RunStopped, which says how to go on from the last checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import subprocess
@@ -29,14 +33,16 @@ from analysis.recorder import RunRecorder
 from analysis.report import write_report
 from fleet.base_model import resolve_model_path
 from fleet.detection import DetectionProbe
+from fleet.emulator import StopRequested
 from fleet.grouping import GroupedHost
 from fleet.pool import WorkerFaults, WorkerPool, ray_session
 from fleet.trainer import set_flat
 from scenarios.assembly import Assembly, assemble, lora_spec, train_settings
 from scenarios.client_data import eval_windows
-from scenarios.errors import ScenarioError
+from scenarios.errors import RunStopped, ScenarioError
 from scenarios.run_lock import run_lock
 from scenarios.schema import Scenario
+from scenarios.stop import StopSignals
 from scenarios.summary import summarise
 
 
@@ -48,6 +54,7 @@ class RunOptions:
     resume: Path | None = None  # the folder of a stopped run, to go on from its last checkpoint
     progress: bool = True
     on_round: Callable[[dict], None] | None = None  # called with each rounds.parquet row as it is written
+    stop_on_signals: bool = False  # SIGINT and SIGTERM stop the run with a checkpoint (main thread only)
 
 
 @dataclass(frozen=True)
@@ -66,19 +73,34 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     run = assemble(scenario)
     with contextlib.ExitStack() as folder:
         run_dir, recorder, saved = open_run_folder(scenario, options, folder)
-        emulated = emulate(run, run_dir, recorder, saved, options)
-        if scenario.run.mode == "train":
-            save_adapter(run.server_model, emulated.adapter, run.strategy, run_dir / "adapter")
-        summary = summarise(run, recorder, wall_start) | asdict(emulated.faults) | run.strategy.accounting()
-        if emulated.detection is not None:
-            found = detection_summary(pd.DataFrame(recorder.rounds_rows), emulated.detection,
-                                      scenario.data.cellsite.target_auroc)
-            write_detection(run_dir, emulated.detection, found)
-            summary.update(found)
-        recorder.close(summary)
+        with resumable(run_dir):
+            emulated = emulate(run, run_dir, recorder, saved, options)
+            if scenario.run.mode == "train":
+                save_adapter(run.server_model, emulated.adapter, run.strategy, run_dir / "adapter")
+            summary = summarise(run, recorder, wall_start) | asdict(emulated.faults) | run.strategy.accounting()
+            if emulated.detection is not None:
+                found = detection_summary(pd.DataFrame(recorder.rounds_rows), emulated.detection,
+                                          scenario.data.cellsite.target_auroc)
+                write_detection(run_dir, emulated.detection, found)
+                summary.update(found)
+            recorder.close(summary)
         if scenario.output.report:
             write_report(run_dir)
     return run_dir
+
+
+@contextlib.contextmanager
+def resumable(run_dir: Path):
+    """A run stopped part way, by request or by a full disk, as RunStopped (the checkpoint is intact: files
+    are renamed into place only once written whole)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunStopped(run_dir, "interrupted", 128 + 2) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise RunStopped(run_dir, f"the disk is full ({err.strerror}, writing {err.filename})", 1) from err
 
 
 def open_run_folder(scenario: Scenario, options: RunOptions,
@@ -116,6 +138,9 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
             pool = stack.enter_context(start_pool(run))
             if run.data.detection is not None:
                 probe = DetectionProbe(pool, run.data.detection, run.fleet, clients, run.strategy.groups)
+        signals = StopSignals()
+        if options.stop_on_signals:  # after Ray has started: ray.init installs a SIGTERM handler of its own
+            stack.enter_context(signals.installed())
 
         def progress(row: dict) -> None:
             if options.on_round is not None:
@@ -127,7 +152,11 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
 
         group = scenario.runtime.group_size
         host = GroupedHost(pool, group) if pool is not None and group > 1 else pool
-        final = run.emulator(clients, host, recorder, (probe,) if probe else (), progress, saved).run()
+        try:
+            final = run.emulator(clients, host, recorder, (probe,) if probe else (), progress, saved,
+                                 signals.requested).run()
+        except StopRequested as stop:
+            raise RunStopped(run_dir, f"{signals.name}: {stop}, with a checkpoint", 128 + signals.signum) from None
         detection = None if probe is None else local_baselines(run, probe, clients, final)
         faults = pool.faults() if pool is not None else WorkerFaults(jobs_retried=0, workers_replaced=0)
     return Emulated(final, detection, faults)

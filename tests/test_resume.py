@@ -1,11 +1,14 @@
 """Crash safety of a real run: `fedfleet run` killed with SIGKILL (the driver and its Ray workers at once),
-then `fedfleet run --resume RUN_DIR`, ends with the records and the adapter of a run that never stopped."""
+stopped by SIGTERM or Ctrl-C, or stopped by a full disk, then `fedfleet run --resume RUN_DIR`, ends with
+the records and the adapter of a run that never stopped; so does a resume whose last checkpoint was damaged
+meanwhile, from the checkpoint before it."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +27,50 @@ def overrides(data: Path, *extra: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def fedfleet(*args: str) -> subprocess.Popen:
-    """The command in its own process group, so that a kill takes its Ray processes with it."""
-    return subprocess.Popen([sys.executable, "-m", "scenarios.cli", *args, "--quiet"], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def fedfleet(*args: str, tag: str = "", program: tuple[str, ...] = ("-m", "scenarios.cli")) -> subprocess.Popen:
+    """The command in its own process group, so that a kill takes its Ray processes with it; `tag` goes into
+    the environment, which its Ray processes inherit (`tagged_processes`)."""
+    return subprocess.Popen([sys.executable, *program, *args, "--quiet"], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "FEDFLEET_TEST_TAG": tag})
+
+
+def tagged_processes(tag: str) -> set[int]:
+    """Live processes whose environment holds the tag (a zombie's environment reads empty)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"FEDFLEET_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes():
+                found.add(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours
+            pass
+    return found
+
+
+def stop_when(proc: subprocess.Popen, ready, signum: int, group: bool) -> tuple[int, str]:
+    """Send `signum` (to the process group, as a terminal's Ctrl-C does, or to the process, as `kill` does)
+    once `ready()` holds; the exit status and output."""
+    deadline = time.monotonic() + 600
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (os.killpg if group else os.kill)(proc.pid, signum)
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+def assert_stopped_cleanly(out: Path, status: int, printed: str, expected_status: int, ray: set[int], tag: str):
+    """Stopped before its end, with a checkpoint, the resume command printed and no Ray process left."""
+    assert status == expected_status, printed
+    assert f"fedfleet run --resume {out}" in printed
+    assert (out / "checkpoint.safetensors").exists() and not (out / "summary.json").exists()
+    assert rows(out / "rounds.parquet") <= ROUNDS
+    assert ray, "the run had started no Ray process to check"
+    deadline = time.monotonic() + 30
+    while tagged_processes(tag) & ray and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tagged_processes(tag) & ray, "Ray processes outlived the run"
 
 
 def finish(proc: subprocess.Popen) -> None:
@@ -108,3 +151,78 @@ def test_killed_anywhere_even_twice_and_before_any_checkpoint(tmp_path, tiny_jso
     kill_when(run, lambda: rows(out / "rounds.parquet") >= ROUNDS)
     finish(fedfleet("run", "--resume", str(out)))
     assert_same_run(reference, out)
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resumes(whole, tmp_path, tiny_jsonl):
+    """SIGTERM, as a scheduler sends it: the run ends its round, checkpoints it, shuts Ray down and says how
+    to go on."""
+    out, tag = tmp_path / "run", uuid.uuid4().hex
+    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl), tag=tag)
+    ray = set()
+
+    def started() -> bool:
+        ray.update(tagged_processes(tag) - {run.pid})
+        return (out / "checkpoint.safetensors").exists()
+
+    status, printed = stop_when(run, started, signal.SIGTERM, group=False)
+    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGTERM, ray, tag)
+    finish(fedfleet("run", "--resume", str(out)))
+    assert_same_run(whole, out)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_and_a_damaged_checkpoint_resumes_from_the_one_before(whole, tmp_path, tiny_jsonl):
+    """Ctrl-C reaches the whole process group; then bytes of the stop's checkpoint are flipped on disk. The
+    resume reports the damage and goes on from the checkpoint before it."""
+    out, tag = tmp_path / "run", uuid.uuid4().hex
+    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl), tag=tag)
+    ray = set()
+
+    def started() -> bool:
+        ray.update(tagged_processes(tag) - {run.pid})
+        return (out / "checkpoint.safetensors").exists()
+
+    status, printed = stop_when(run, started, signal.SIGINT, group=True)
+    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGINT, ray, tag)
+    assert (out / "checkpoint.previous.safetensors").exists()
+    last = out / "checkpoint.safetensors"
+    damaged = bytearray(last.read_bytes())
+    damaged[-100:-90] = bytes(b ^ 0xFF for b in damaged[-100:-90])
+    last.write_bytes(bytes(damaged))
+    resumed = fedfleet("run", "--resume", str(out))
+    printed, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, printed
+    assert "do not match its SHA-256 checksum" in printed and "checkpoint.previous.safetensors" in printed
+    assert_same_run(whole, out)
+
+
+FULL_DISK_AT_SECOND_CHECKPOINT = """
+import errno, sys
+import analysis.checkpoint
+real, calls = analysis.checkpoint.save_file, []
+def full_disk(tensors, path, metadata):
+    calls.append(path)
+    if len(calls) == 2:
+        path.write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return real(tensors, path, metadata=metadata)
+analysis.checkpoint.save_file = full_disk
+from scenarios.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_stops_the_run_which_resumes_once_there_is_room(whole, tmp_path, tiny_jsonl):
+    """No space left while the second checkpoint is written: the run stops saying so, the folder keeps the
+    first checkpoint and readable tables, and --resume completes the run."""
+    out = tmp_path / "run"
+    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl),
+                   program=("-c", FULL_DISK_AT_SECOND_CHECKPOINT))
+    printed, _ = run.communicate(timeout=600)
+    assert run.returncode == 1, printed
+    assert "the disk is full" in printed and f"fedfleet run --resume {out}" in printed
+    assert "Traceback" not in printed
+    assert [p.name for p in out.glob(".*")] == [] and [p.name for p in (out / "clients.parquet").glob(".*")] == []
+    assert len(pd.read_parquet(out / "rounds.parquet")) >= 3 and len(pd.read_parquet(out / "clients.parquet"))
+    finish(fedfleet("run", "--resume", str(out)))
+    assert_same_run(whole, out)

@@ -69,3 +69,100 @@ def test_a_run_without_sessions_writes_the_empty_table_concat_gives(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "clients.parquet"),
                                   whole_table([pd.DataFrame(empty)], tmp_path))
     assert len(rec.sessions_frame()) == 0
+
+
+def files(folder) -> dict:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_a_flush_appends_a_part_and_leaves_the_written_ones_alone(tmp_path):
+    """Each flush costs its own rows, not the table's: parts already written are never rewritten (unless a
+    column widens, which these rounds never do)."""
+    rng = np.random.default_rng(2)
+    rec = RunRecorder(tmp_path / "run", {}, flush_every=1)
+    seen = {}
+    for rnd in range(2, 8):
+        rec.sessions(round_sessions(rnd, 10, rng) | {"uplink_mbps": rng.random(10).tolist()})
+        rec.round({"round": rnd})
+        now = files(tmp_path / "run" / "clients.parquet")
+        assert len(now) == rnd - 1 and all(now[name] == seen[name] for name in seen)
+        seen = now
+
+
+def test_a_flush_cut_short_by_a_full_disk_leaves_the_table_readable(tmp_path, monkeypatch):
+    """The part being written is lost, never half there; the sessions wait and go out with the next flush."""
+    import analysis.recorder
+
+    rng = np.random.default_rng(3)
+    rec = RunRecorder(tmp_path / "run", {}, flush_every=1)
+    frames = [pd.DataFrame(round_sessions(r, 10, rng)) for r in (1, 2, 3)]
+    rec.sessions(frames[0].to_dict("list"))
+    rec.round({"round": 1})
+    real = analysis.recorder.pq.write_table
+
+    def full_disk(table, path, **kwargs):
+        if not str(path).endswith(".tmp"):  # not the recorder's (pandas writes through it too)
+            return real(table, path, **kwargs)
+        path.write_bytes(b"PAR1 half a part")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(analysis.recorder.pq, "write_table", full_disk)
+    rec.sessions(frames[1].to_dict("list"))
+    with pytest.raises(OSError):
+        rec.flush()  # the second round widens t_start: every part is being rewritten
+    folder = tmp_path / "run" / "clients.parquet"
+    assert sorted(p.name for p in folder.iterdir()) == ["part-000000.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(folder), whole_table(frames[:1], tmp_path))
+    monkeypatch.setattr(analysis.recorder.pq, "write_table", real)
+    rec.sessions(frames[2].to_dict("list"))
+    rec.flush()
+    pd.testing.assert_frame_equal(pd.read_parquet(folder), whole_table(frames, tmp_path))
+
+
+def test_reopen_cuts_the_parts_back_to_the_checkpoint(tmp_path):
+    """Rows recorded after the checkpoint are dropped, whole parts and the tail of one; so is a part left
+    half written; the run then goes on appending."""
+    rng = np.random.default_rng(4)
+    rec = RunRecorder(tmp_path / "run", {}, flush_every=1)
+    frames = [pd.DataFrame(round_sessions(r, 6, rng)) for r in range(1, 6)]
+    for rnd, frame in enumerate(frames[:2], 1):
+        rec.sessions(frame.to_dict("list"))
+        rec.round({"round": rnd})
+    rec.checkpoint({"journal": "[]"})
+    for rnd, frame in enumerate(frames[2:4], 3):
+        rec.sessions(frame.to_dict("list"))
+        rec.round({"round": rnd})
+    folder = tmp_path / "run" / "clients.parquet"
+    (folder / ".part-000004.parquet.tmp").write_bytes(b"PAR1 half")
+    # the checkpoint is said to cover 9 sessions: the second part is cut to 3 rows
+    from analysis import checkpoint
+
+    checkpoint.save(tmp_path / "run" / "checkpoint.safetensors",
+                    {"emulator": {"journal": "[]"}, "rounds": 2, "sessions": 9})
+    again, saved = RunRecorder.reopen(tmp_path / "run")
+    assert saved == {"journal": "[]"} and len(again.rounds_rows) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    kept = pd.concat(frames[:2], ignore_index=True).iloc[:9]
+    again.sessions(frames[4].to_dict("list"))
+    again.close({})
+    expected = whole_table([kept, frames[4]], tmp_path)
+    pd.testing.assert_frame_equal(pd.read_parquet(folder), expected)
+
+
+def test_reopen_takes_up_a_run_folder_with_a_single_file_table(tmp_path):
+    """Run folders written when clients.parquet was one file resume too."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(round_sessions(2, 8, rng))
+    (tmp_path / "run").mkdir()
+    frame.to_parquet(tmp_path / "run" / "clients.parquet", index=False)
+    pd.DataFrame({"round": [0, 1]}).to_parquet(tmp_path / "run" / "rounds.parquet", index=False)
+    from analysis import checkpoint
+
+    checkpoint.save(tmp_path / "run" / "checkpoint.safetensors", {"emulator": {}, "rounds": 1, "sessions": 8})
+    again, _ = RunRecorder.reopen(tmp_path / "run")
+    more = pd.DataFrame(round_sessions(3, 4, rng))
+    again.sessions(more.to_dict("list"))
+    again.close({})
+    assert (tmp_path / "run" / "clients.parquet").is_dir()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "clients.parquet"),
+                                  whole_table([frame, more], tmp_path))
