@@ -5,18 +5,21 @@ clients sit once in Ray's object store (read zero-copy by every actor on a node)
 a small `TrainJob` plus a reference to the global adapter it starts from. Jobs go to the actor with the
 fewest jobs outstanding; the caller decides which results it waits for and in which order it uses them.
 
-A worker process that dies (killed, out of memory) is started again by Ray (`max_restarts`) from the same
-constructor arguments, so it holds the same model and data; the jobs it had not finished are submitted again
-when their results are asked for. Every job is a pure function of its arguments (seeded per client and
-round), so a retried job gives the result the lost one would have given, and the run's numbers do not
+A worker process that dies (killed, out of memory, its node lost) is replaced by a new actor built from the
+same constructor arguments, so it holds the same model and data; the jobs it had not finished are submitted
+again when their results are asked for. So is a job whose finished result was lost with its node: a result
+over Ray's inline limit (100 KiB: the adapter of any but the tiniest model) lives in the object store of the
+worker's node until the caller fetches it. Every job is a pure function of its arguments (seeded per client
+and round), so a retried job gives the result the lost one would have given, and the run's numbers do not
 change; only `WorkerFaults` records that it happened.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-import time
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ import torch
 
 from aggregation import ParameterGroups
 from fleet.base_model import load_base_model
+from fleet.cluster import check_cluster
 from fleet.data import PackedTokens
 from fleet.grouped import GroupedTrainer
 from fleet.rng import stream
@@ -45,13 +49,18 @@ log = logging.getLogger(__name__)
 # A job is submitted at most this many times: faults are rare, and a job whose worker dies every time (say,
 # out of memory) should stop the run, not loop.
 MAX_ATTEMPTS = 4
+# How long attaching to a cluster may wait for it to answer (runtime.connect_timeout_s).
+CONNECT_TIMEOUT_S = 20.0
+
+# How a job is lost: its worker died, or its finished result went with the node that held it.
+LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
 
 @dataclass(frozen=True)
 class WorkerFaults:
     """What worker faults a run met; neither changes a result, both say the host was not healthy."""
 
-    jobs_retried: int  # submissions made again because the worker running them died
+    jobs_retried: int  # submissions made again because the worker running them died or their result was lost
     workers_replaced: int  # dead actors replaced by new ones
 
 
@@ -64,9 +73,10 @@ class _Job:
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True):
+def ray_session(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True,
+                connect_timeout_s: float = CONNECT_TIMEOUT_S):
     """Ray for the length of a `with` block; shut down after only if this block started it."""
-    started = start_ray(address, num_cpus, dashboard, loopback_only)
+    started = start_ray(address, num_cpus, dashboard, loopback_only, connect_timeout_s)
     try:
         yield
     finally:
@@ -74,8 +84,10 @@ def ray_session(address: str | None, num_cpus: int, dashboard: bool = False, loo
             ray.shutdown()
 
 
-def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True) -> bool:
-    """Attach to `address` or start a local Ray; returns whether this call started it. A local Ray has no
+def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopback_only: bool = True,
+              connect_timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Attach to `address` (checked first: fleet.cluster) or start a local Ray; returns whether this call
+    started it. A local Ray is always a new one, whatever RAY_ADDRESS or an earlier `ray start` say; it has no
     dashboard unless asked, and with `loopback_only` every server it starts listens on 127.0.0.1 only."""
     if ray.is_initialized():
         return False
@@ -83,11 +95,16 @@ def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopb
     # and keep the notice away from users.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        address = check_cluster(address, connect_timeout_s)
+        # A driver of a cluster on the loopback address must keep its own address there too: Ray would turn
+        # it into the machine's routable one, where that cluster does not listen.
+        with _node_address_is_loopback(is_loopback(address.rsplit(":", 1)[0])):
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return True
     host = "127.0.0.1" if loopback_only else "0.0.0.0"
     with _node_address_is_loopback(loopback_only):
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=dashboard,
             dashboard_host=host,
@@ -95,6 +112,13 @@ def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopb
             log_to_driver=False,
         )
     return True
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 @contextmanager
@@ -265,18 +289,20 @@ class WorkerPool:
                 for p in parts]
 
     def _submit(self, method: str, *args) -> ray.ObjectRef:
-        i = self._least_loaded()
+        return self._submit_to(self._least_loaded(), method, *args)
+
+    def _submit_to(self, i: int, method: str, *args) -> ray.ObjectRef:
         ref = getattr(self._actors[i], method).remote(*args)
         self._pending[i].append(ref)
         self._jobs[ref] = _Job(method, args, i, self._generation[i])
         return ref
 
     def get(self, refs: list[ray.ObjectRef]) -> list:
-        """The results of `refs`, in order. A job whose worker died is submitted again, after the worker is
-        replaced, up to MAX_ATTEMPTS times in all."""
+        """The results of `refs`, in order. A job whose worker died (the worker is replaced) or whose result
+        was lost is submitted again, up to MAX_ATTEMPTS times in all."""
         try:
             results = ray.get(refs)
-        except ray.exceptions.RayActorError:
+        except LOST:
             results = [self._result(ref) for ref in refs]
         for ref in refs:
             self._jobs.pop(ref, None)
@@ -287,14 +313,21 @@ class WorkerPool:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return ray.get(current)
-            except ray.exceptions.RayActorError as err:
+            except LOST as err:
                 if job is None or attempt == MAX_ATTEMPTS:
                     raise
                 self._retried += 1
-                log.warning("a worker died during a %s job (%s); submitting it again (attempt %d of %d)",
-                            job.method, type(err).__name__, attempt + 1, MAX_ATTEMPTS)
-                self._replace(job)
-                current = self._submit(job.method, *job.args)
+                died = isinstance(err, ray.exceptions.RayActorError)
+                log.warning("%s during a %s job (%s); submitting it again (attempt %d of %d)",
+                            "a worker died" if died else "a result was lost", job.method, type(err).__name__,
+                            attempt + 1, MAX_ATTEMPTS)
+                if died:
+                    self._replace(job)
+                # To the same place, now a new worker if the old one died: when a node is lost, the least loaded
+                # worker may be another that died with it and is not yet known dead, and each such try would use
+                # an attempt. A lost result says nothing of its worker: a dead one is found out, and replaced,
+                # at the next attempt.
+                current = self._submit_to(job.actor, job.method, *job.args)
                 job = self._jobs.pop(current)  # the original ref stands for it
 
     def _replace(self, job: _Job) -> None:

@@ -7,18 +7,21 @@
     fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
     fedfleet build-base [--out DIR]
 
-Exit status: 0 done, 2 bad input (the message names the field and the reason), 130 or 143 a run stopped by
-Ctrl-C or SIGTERM (it goes on with --resume, as the message says), 1 anything else (a full disk included).
+Exit status: 0 done; 2 bad input, the message naming the field and the reason (a cluster that cannot be
+attached to included); 130 or 143 a run stopped by Ctrl-C or SIGTERM (it goes on with --resume, as the
+message says); 1 anything else (a full disk included).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from analysis.recorder import NotARunFolder
+from fleet.cluster import ClusterUnavailable
 from analysis.checkpoint import DamagedCheckpoint
 from scenarios.errors import RunStopped, ScenarioError
 from scenarios.loader import load_run_scenario, load_scenario
@@ -78,12 +81,17 @@ def main(argv: list[str] | None = None) -> int:
                 "build-base": build_base}
     try:
         return commands[args.command](args)
-    except (ScenarioError, NotARunFolder, DamagedCheckpoint) as err:
+    except (ScenarioError, NotARunFolder, DamagedCheckpoint, ClusterUnavailable) as err:
         print(f"fedfleet: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:
         print(f"fedfleet: {err}", file=sys.stderr)
         return err.exit_status
+    except OSError as err:  # outside a run's own steps (a report, a sweep's table): nothing to resume
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"fedfleet: the disk is full ({err.strerror}, writing {err.filename})", file=sys.stderr)
+        return 1
 
 
 def run_command(args: argparse.Namespace) -> int:

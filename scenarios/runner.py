@@ -32,6 +32,7 @@ from analysis.detection import detection_summary, write_detection
 from analysis.recorder import RunRecorder
 from analysis.report import write_report
 from fleet.base_model import resolve_model_path
+from fleet.cluster import check_cluster
 from fleet.detection import DetectionProbe
 from fleet.emulator import StopRequested
 from fleet.grouping import GroupedHost
@@ -71,6 +72,8 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     # The RDP accountant warns through absl whenever an order fails to converge (it then skips that order).
     logging.getLogger("absl").setLevel(logging.ERROR)
     run = assemble(scenario)
+    if scenario.run.mode == "train" and scenario.runtime.address:  # a cluster that is not there: no run folder
+        check_cluster(scenario.runtime.address, scenario.runtime.connect_timeout_s)
     with contextlib.ExitStack() as folder:
         run_dir, recorder, saved = open_run_folder(scenario, options, folder)
         with resumable(run_dir):
@@ -166,7 +169,8 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
 def start_pool(run: Assembly):
     """Ray, and the workers that train: each loads the base model and the client data once."""
     s, rt = run.scenario, run.scenario.runtime
-    with ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard, rt.loopback_only):
+    with ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard, rt.loopback_only,
+                     rt.connect_timeout_s):
         windows = eval_windows(run.data, s.data.eval_windows, s.training.seq_len, s.seed)
         with WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(s.model.path), lora_spec(s),
                         train_settings(s), run.data.train, run.data.test, windows) as pool:

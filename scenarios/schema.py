@@ -449,7 +449,10 @@ class RuntimeSection(Section):
                             "(fleet/grouped.py); 1: one at a time. Groups are cut by the schedule, so results do "
                             "not depend on the number of workers; a client's update in a group equals its update "
                             "alone to float rounding")
-    address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: local")
+    address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: a new "
+                                "local Ray, whatever RAY_ADDRESS says")
+    connect_timeout_s: float = Field(20.0, gt=0, le=600, description="how long attaching to `address` may wait for "
+                                     "the cluster to answer before the run stops with the reason")
     dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray (off: one web server "
                             "fewer, and nothing to reach from outside)")
     loopback_only: bool = Field(True, description="a local Ray listens on 127.0.0.1 only (its dashboard too); "

@@ -9,6 +9,12 @@ node, with no shared disk: it writes its run folder to a temporary folder there 
 and this process writes them under SWEEP_DIR/trials/ as each trial ends, so a crash loses only the trials
 still running.
 
+A trial whose task is lost (its node died, its process was killed) is run again from the start, up to
+TRIAL_RETRIES times: Ray moves the bundles its group held on the dead node to another node (the retry waits
+until one has room), and the retry starts in a new temporary folder; a trial is a pure function of its
+scenario, so the retry's records are those the lost attempt would have written. The other trials go on
+untouched. A trial that fails in its own code is not retried: its error is its result.
+
     fedfleet sweep SCENARIO --set network.uplink_mhz=5,10,20 --set strategy.name=fedavg,fedbuff
 """
 
@@ -30,6 +36,8 @@ from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
 
 NAN = float("nan")
+# Node losses are rare; a trial lost this many times more is failed rather than tried for ever.
+TRIAL_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ def run_sweep(scenario: str | Path, sets: list[str], out: Path | None = None, ad
     from fleet.pool import ray_session
 
     runtime = scenarios[0].runtime
-    with ray_session(address or runtime.address, os.cpu_count() or 1, runtime.dashboard, runtime.loopback_only):
+    with ray_session(address or runtime.address, os.cpu_count() or 1, runtime.dashboard, runtime.loopback_only,
+                     runtime.connect_timeout_s):
         check_capacity(trials, scenarios)
         (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
         results = run_trials(trials, scenarios, sweep_dir, progress)
@@ -130,7 +139,9 @@ def run_trials(trials: list[Trial], scenarios: list[Scenario], sweep_dir: Path,
         # The driver takes bundle 0; the actors it creates are captured into the group's other bundles.
         strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
                                                     placement_group_capture_child_tasks=True)
-        pending[task.options(num_cpus=1, scheduling_strategy=strategy).remote(scenario)] = (trial, group)
+        # Ray retries only a task that was lost (retry_exceptions is off); run_trial returns its own errors.
+        options = dict(num_cpus=1, scheduling_strategy=strategy, max_retries=TRIAL_RETRIES, retry_exceptions=False)
+        pending[task.options(**options).remote(scenario)] = (trial, group)
     results = {}
     try:
         with tqdm(total=len(trials), desc="sweep", unit="trial", disable=not progress) as bar:
@@ -139,7 +150,7 @@ def run_trials(trials: list[Trial], scenarios: list[Scenario], sweep_dir: Path,
                 trial, group = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayError as err:  # the task itself was lost: a node died, a worker crashed
+                except ray.exceptions.RayError as err:  # lost for good: more times than retried
                     result = TrialResult({}, "", NAN, NAN, f"{type(err).__name__}: {err}")
                 remove_placement_group(group)
                 write_files(sweep_dir / "trials" / trial.name, result.files)
