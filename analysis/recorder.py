@@ -89,15 +89,14 @@ class RunRecorder:
     def round(self, row: dict) -> None:
         self.rounds_rows.append(row)
         _write_parquet(pd.DataFrame(self.rounds_rows), self.dir / "rounds.parquet")
-        if len(self.rounds_rows) % self.flush_every == 0:
-            self.flush()
 
     def sessions(self, columns: dict[str, list]) -> None:
-        """One round's sessions, as columns."""
+        """One round's sessions, as columns. Counted in rounds of sessions, flushes fall on the rounds a
+        checkpoint (which flushes first) falls on, so the two make one part, not two."""
         frame = pd.DataFrame(columns)
         self._waiting.append(frame)
         self._waiting_rows += len(frame)
-        if self._waiting_rows >= self.flush_rows:
+        if self._waiting_rows >= self.flush_rows or len(self._waiting) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
@@ -179,6 +178,8 @@ class RunRecorder:
             self._parts.append((part, rows))
             start += rows
         self._rows_written = start
+        if not self._parts:
+            return
         # A crash while a widening rewrote the parts can leave them with different column types: widen again.
         head = pd.concat([pq.read_schema(p).empty_table().to_pandas() for p, _ in self._parts], ignore_index=True)
         self._head, self._schema = head, _schema(head, [], dict(head.dtypes), None)

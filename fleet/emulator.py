@@ -402,7 +402,7 @@ class Emulator:
         log = SessionLog(d, cohort.key, cohort.version, self.env.now)
         self._at_work[d] = cohort
         log.charge_start = self.fleet.battery_level(d)
-        hazard = self._arm_hazard(self.env.active_process, log, plan.hazard_s, plan.hazard)
+        hazard = self._arm_hazard(self.env.active_process, log, plan.hazard_s, plan.hazard, cohort.deadline_at)
         fleet, radio, cells = self.fleet, self.radio, self.cells
         cls, cell = fleet.classes[fleet.cls[d]], fleet.cell[d]
         config = self.strategy.configure(d, cohort.version)
@@ -463,17 +463,20 @@ class Emulator:
         # A stack is made of every contributor's factors, whatever the rank of the device that receives it.
         return int(self.bytes_down_full_rank * values / self.clients.layout.size)
 
-    def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str) -> list:
+    def _arm_hazard(self, session: simpy.Process, log: SessionLog, after_s: float, reason: str,
+                    deadline_at: float) -> list:
         """The sampled instant at which the device leaves; it only matters while the device still has work
         to do (once its update is on the backhaul, leaving changes nothing). Returns what the timer holds, for
-        the session to clear when it ends."""
+        the session to clear when it ends. No timer is set past the round's deadline, where the session is
+        over whatever happens: an ended session's timer stays in SimPy's queue until its instant, hours or
+        days of simulated time away, and a long run would pile them up."""
         armed = [session, log]
 
         def strike(_) -> None:
             if armed and armed[0].is_alive and armed[1].phase in ("download", "train", "upload"):
                 armed[0].interrupt(reason)
 
-        if np.isfinite(after_s):
+        if np.isfinite(after_s) and self.env.now + after_s <= deadline_at:
             self.env.timeout(after_s).callbacks.append(strike)
         return armed
 

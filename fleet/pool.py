@@ -249,7 +249,11 @@ class WorkerPool:
         self._retried = 0
 
     def _new_actor(self):
-        return TrainerActor.options(num_cpus=self._threads).remote(*self._init_args)
+        # On a cluster, spread the workers over its nodes rather than fill the driver's first (Ray's default).
+        # A sweep trial's workers are placed by its placement group, which an explicit strategy would escape.
+        in_group = ray.get_runtime_context().get_placement_group_id() is not None
+        spread = {} if in_group else {"scheduling_strategy": "SPREAD"}
+        return TrainerActor.options(num_cpus=self._threads, **spread).remote(*self._init_args)
 
     def __len__(self) -> int:
         return len(self._actors)

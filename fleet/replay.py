@@ -43,6 +43,9 @@ class Journal:
     """The steps of this run so far; with `resume` (a checkpoint's state), first the replay up to it."""
 
     def __init__(self, resume: dict | None = None):
+        """`resume` is taken over (the caller's dict is emptied): its tensors may be views of the checkpoint
+        file, mapped into memory, and are let go once the run is live, so that the file's pages and its disk
+        space (once a newer checkpoint replaces it) are not held for the rest of the run."""
         self._steps: list[Step] = []
         self._saved: dict | None = None  # the checkpoint being replayed up to; None once live
         self._download: int | None = None  # what the last replayed step says the strategy offers
@@ -51,6 +54,7 @@ class Journal:
             if not recorded:
                 raise ValueError("a checkpoint with no server step to go on from")
             self._saved = {**resume, "journal": recorded}
+            resume.clear()
 
     @property
     def replaying(self) -> bool:

@@ -94,10 +94,10 @@ def test_a_flush_cut_short_by_a_full_disk_leaves_the_table_readable(tmp_path, mo
     import analysis.recorder
 
     rng = np.random.default_rng(3)
-    rec = RunRecorder(tmp_path / "run", {}, flush_every=1)
+    rec = RunRecorder(tmp_path / "run", {}, flush_every=100)
     frames = [pd.DataFrame(round_sessions(r, 10, rng)) for r in (1, 2, 3)]
     rec.sessions(frames[0].to_dict("list"))
-    rec.round({"round": 1})
+    rec.flush()
     real = analysis.recorder.pq.write_table
 
     def full_disk(table, path, **kwargs):
