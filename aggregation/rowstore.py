@@ -10,12 +10,16 @@ have put a row: memory is bounded by the clients that took part, never by the fl
 Values are stored in `dtype` (a client's row is converted on `put`, with torch's round-to-nearest) and
 come back as float32 copies. Given a `directory`, each block is a file there mapped into memory
 (`block_000000.bin`, ...): the operating system keeps the pages in use and writes the rest out, so the
-driver's own memory stays bounded even when most of a large fleet holds a row. Pure: numpy, torch and the
-standard library only.
+driver's own memory stays bounded even when most of a large fleet holds a row. Pages once touched stay
+counted in the process's resident memory until the kernel needs them back; so each time a block fills, the
+store hands the pages of its blocks back (MADV_DONTNEED: written values are in the file's page cache, and a
+later read faults them in again), and the resident memory a store adds stays about one block's worth
+however many rows it holds. Pure: numpy, torch and the standard library only.
 """
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,7 @@ class RowStore:
         self._width = 0
         self._row_of = np.full(0, NO_ROW, dtype=np.int32)  # client id -> row, NO_ROW where it has none
         self._blocks: list[torch.Tensor] = []  # each (block_rows, width) of dtype
+        self._maps: list[mmap.mmap] = []  # the files the blocks map, where the store has a directory
         self._rows = 0
 
     def __len__(self) -> int:
@@ -91,10 +96,17 @@ class RowStore:
         self._rows, self.block_rows = int(tensors["rows"]), int(tensors["rows_per_block"])
         blocks = [tensors[f"block{i}"] for i in range(sum(k.startswith("block") for k in tensors))]
         self._remove_files()
-        self._blocks = []
+        self._blocks, self._maps = [], []
         for block in blocks:
             self._blocks.append(self._new_block())
             self._blocks[-1][: len(block)].copy_(block)
+        self.release_pages()
+
+    def release_pages(self) -> None:
+        """Hand the pages of the mapped blocks back to the kernel; the values stay in their files."""
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux and macOS
+            for mapped in self._maps:
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     @property
     def nbytes(self) -> int:
@@ -113,6 +125,7 @@ class RowStore:
             grown[: len(self._row_of)] = self._row_of
             self._row_of = grown
         if self._rows == len(self._blocks) * self.block_rows:
+            self.release_pages()
             self._blocks.append(self._new_block())
         row, self._rows = self._rows, self._rows + 1
         self._row_of[client] = row
@@ -125,7 +138,12 @@ class RowStore:
             return torch.zeros(shape, dtype=self.dtype)
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"block_{len(self._blocks):06d}.bin"
-        return torch.from_numpy(np.memmap(path, dtype=_numpy_dtype(self.dtype), mode="w+", shape=shape))
+        nbytes = self.block_rows * self._width * torch.empty(0, dtype=self.dtype).element_size()
+        with open(path, "w+b") as f:
+            f.truncate(nbytes)  # sparse: disk is taken only as rows are written
+            mapped = mmap.mmap(f.fileno(), nbytes)
+        self._maps.append(mapped)
+        return torch.frombuffer(mapped, dtype=self.dtype).view(shape)
 
     def _remove_files(self) -> None:
         # The tensors being loaded may map these very files (a store loading its own export): unlinking

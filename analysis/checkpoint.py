@@ -44,7 +44,8 @@ def save(path: Path, tree: dict) -> None:
     tensors = {k: t.contiguous() for k, t in tensors.items()}
     tmp = path.with_name("." + path.name + ".tmp")
     try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "tree": skeleton, "sha256": _digest(skeleton, tensors)})
+        digest = _digest(skeleton, tensors, lambda key: [tensors[key].reshape(-1).view(torch.uint8).numpy()])
+        save_file(tensors, tmp, metadata={"format": FORMAT, "tree": skeleton, "sha256": digest})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     except BaseException:  # a full disk, say: no half-written file left taking space
@@ -60,37 +61,53 @@ def load(path: Path) -> dict:
     """The tree saved at `path`. Its tensors are views of the file mapped into memory, so that a large
     per-device state is copied into its stores page by page, never whole into the driver's memory."""
     try:
-        meta, tensors = _mapped_tensors(path)
+        meta, tensors, spans = _mapped_tensors(path)
     except (ValueError, KeyError, OverflowError) as err:  # a header cut or garbled, data cut short
         raise DamagedCheckpoint(f"{path}: unreadable ({type(err).__name__}: {err})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a checkpoint of this format (format {meta.get('format')!r})")
-    if "sha256" in meta and _digest(meta["tree"], tensors) != meta["sha256"]:
-        raise DamagedCheckpoint(f"{path}: its contents do not match its SHA-256 checksum")
+    if "sha256" in meta:
+        # Read from the file, not through the mapping: the pages would stay counted in the driver's memory.
+        with open(path, "rb") as f:
+            if _digest(meta["tree"], tensors, lambda key: _read(f, *spans[key])) != meta["sha256"]:
+                raise DamagedCheckpoint(f"{path}: its contents do not match its SHA-256 checksum")
     return _unflatten(json.loads(meta["tree"]), tensors)
 
 
-def _digest(skeleton: str, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the tree and of each tensor's name, type, shape and bytes, in name order."""
+def _digest(skeleton: str, tensors: dict[str, torch.Tensor], chunks) -> str:
+    """SHA-256 of the tree and of each tensor's name, type, shape and bytes (`chunks(key)`), in name order."""
     h = hashlib.sha256(skeleton.encode())
     for key in sorted(tensors):
         t = tensors[key]
         h.update(f"{key}:{str(t.dtype)}:{tuple(t.shape)};".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
+            for chunk in chunks(key):
+                h.update(chunk)
     return h.hexdigest()
 
 
-def _mapped_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors file, laid out as an 8-byte little-endian header length, a JSON
-    header of dtype, shape and byte range per tensor (and the metadata), then the data."""
+def _read(f, start: int, end: int, chunk: int = 1 << 24):
+    f.seek(start)
+    while start < end:
+        data = f.read(min(chunk, end - start))
+        if not data:
+            raise DamagedCheckpoint(f"{f.name}: cut short")
+        start += len(data)
+        yield data
+
+
+def _mapped_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
+    """(metadata, tensors, each tensor's byte span in the file) of a safetensors file, laid out as an 8-byte
+    little-endian header length, a JSON header of dtype, shape and byte range per tensor (and the metadata),
+    then the data."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
     meta = header.pop("__metadata__", None) or {}
-    out = {}
+    out, spans = {}, {}
     for key, entry in header.items():
         start, end = entry["data_offsets"]
+        spans[key] = (8 + size + start, 8 + size + end)
         dtype = np.dtype(_DTYPES[entry["dtype"]])
         if end == start:
             out[key] = torch.from_numpy(np.zeros(entry["shape"], dtype))
@@ -98,7 +115,7 @@ def _mapped_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]
         # Copy-on-write: a tensor changed in place changes this process's copy of the page, never the file.
         out[key] = torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", offset=8 + size + start,
                                               shape=tuple(entry["shape"])))
-    return meta, out
+    return meta, out, spans
 
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",

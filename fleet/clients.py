@@ -47,6 +47,13 @@ class ClientSide:
         if isinstance(self.codec, ErrorFeedback):
             self.codec.residual.load(state["residual"])
 
+    def release_pages(self) -> None:
+        """Hand the pages of the stored rows back to the kernel, as after a checkpoint has read them all: they
+        would stay counted in the driver's resident memory until its stores next fill a block."""
+        self.personal.release_pages()
+        if isinstance(self.codec, ErrorFeedback):
+            self.codec.residual.release_pages()
+
     @property
     def keeps_personal(self) -> bool:
         return self._keeps_personal

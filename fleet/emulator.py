@@ -798,6 +798,7 @@ class Emulator:
             "cohorts": {c.version: c.adapter for c in self._at_work.values()},
             "probes": [probe.state_dict() for probe in self.probes],
         }))
+        self.clients.release_pages()
 
     def _close_replayed(self, rnd: int, arrivals: list[Arrival]) -> bool:
         """A server step before the checkpoint: the clock's side of `_close`, with what training decided

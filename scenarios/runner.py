@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ def resumable(run_dir: Path):
     try:
         yield
     except KeyboardInterrupt:
-        raise RunStopped(run_dir, "interrupted", 128 + 2) from None
+        raise RunStopped(run_dir, "interrupted", 128 + signal.SIGINT) from None
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

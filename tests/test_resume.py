@@ -36,14 +36,23 @@ def fedfleet(*args: str, tag: str = "", program: tuple[str, ...] = ("-m", "scena
 
 
 def tagged_processes(tag: str) -> set[int]:
-    """Live processes whose environment holds the tag (a zombie's environment reads empty)."""
-    found = set()
+    """Live processes whose environment holds the tag, and their descendants: Ray's workers retitle
+    themselves (setproctitle), which blanks the environment /proc shows. A zombie's environment reads empty."""
+    parents, found = {}, set()
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and f"FEDFLEET_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes():
+            if not proc.name.isdigit():
+                continue
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if f"FEDFLEET_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes():
                 found.add(int(proc.name))
         except OSError:  # gone meanwhile, or not ours
             pass
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
     return found
 
 
@@ -60,7 +69,7 @@ def stop_when(proc: subprocess.Popen, ready, signum: int, group: bool) -> tuple[
     return proc.returncode, out
 
 
-def assert_stopped_cleanly(out: Path, status: int, printed: str, expected_status: int, ray: set[int], tag: str):
+def assert_stopped_cleanly(out: Path, status: int, printed: str, expected_status: int, ray: set[int]):
     """Stopped before its end, with a checkpoint, the resume command printed and no Ray process left."""
     assert status == expected_status, printed
     assert f"fedfleet run --resume {out}" in printed
@@ -68,9 +77,21 @@ def assert_stopped_cleanly(out: Path, status: int, printed: str, expected_status
     assert rows(out / "rounds.parquet") <= ROUNDS
     assert ray, "the run had started no Ray process to check"
     deadline = time.monotonic() + 30
-    while tagged_processes(tag) & ray and time.monotonic() < deadline:
+    while running(ray) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not tagged_processes(tag) & ray, "Ray processes outlived the run"
+    assert not running(ray), "Ray processes outlived the run"
+
+
+def running(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has ended)."""
+    alive = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(pid)
+        except OSError:
+            pass
+    return alive
 
 
 def finish(proc: subprocess.Popen) -> None:
@@ -165,7 +186,7 @@ def test_sigterm_stops_with_a_checkpoint_and_resumes(whole, tmp_path, tiny_jsonl
         return (out / "checkpoint.safetensors").exists()
 
     status, printed = stop_when(run, started, signal.SIGTERM, group=False)
-    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGTERM, ray, tag)
+    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGTERM, ray)
     finish(fedfleet("run", "--resume", str(out)))
     assert_same_run(whole, out)
 
@@ -183,7 +204,7 @@ def test_ctrl_c_stops_and_a_damaged_checkpoint_resumes_from_the_one_before(whole
         return (out / "checkpoint.safetensors").exists()
 
     status, printed = stop_when(run, started, signal.SIGINT, group=True)
-    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGINT, ray, tag)
+    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGINT, ray)
     assert (out / "checkpoint.previous.safetensors").exists()
     last = out / "checkpoint.safetensors"
     damaged = bytearray(last.read_bytes())

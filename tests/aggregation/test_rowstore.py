@@ -159,3 +159,27 @@ def test_a_directory_needs_a_dtype_numpy_can_map():
     with pytest.raises(ValueError, match="bfloat16"):
         RowStore(torch.bfloat16, directory=Path(tempfile.gettempdir()) / "never-created")
     assert RowStore(torch.bfloat16).get(0) is None  # in RAM any dtype torch has will do
+
+
+def mapped_rss_kb(path) -> int:
+    """Resident kB of this process's mapping of `path`, from /proc/self/smaps."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(str(path)):
+            return next(int(l.split()[1]) for l in lines[i + 1:] if l.startswith("Rss:"))
+    raise AssertionError(f"{path} is not mapped")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_a_full_block_hands_its_pages_back_and_keeps_its_values(tmp_path):
+    """The process's resident memory does not grow with the rows a file-backed store holds: once a block is
+    full its pages leave the process (the values stay in the file's page cache and on disk)."""
+    store = RowStore(torch.float32, block_rows=64, directory=tmp_path)
+    rows = {c: torch.full((4096,), float(c)) for c in range(65)}
+    for c in range(64):
+        store.put(c, rows[c])
+    first = tmp_path / "block_000000.bin"
+    assert mapped_rss_kb(first) >= 64 * 16  # 64 rows of 16 kB, just written
+    store.put(64, rows[64])  # a second block: the first is full
+    assert mapped_rss_kb(first) == 0
+    assert all(torch.equal(store[c], rows[c]) for c in rows)

@@ -245,6 +245,7 @@ cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboa
 try:
     worker = cluster.add_node(**node)
     cluster.wait_for_nodes()
+    assert cluster.address.startswith("127.0.0.1:"), cluster.address
     status = main(["sweep", *sys.argv[1:], "--address", cluster.address])
     print(json.dumps({"status": status, "nodes": [cluster.head_node.node_id, worker.node_id]}))
 finally:
@@ -258,11 +259,13 @@ def test_sweep_on_a_two_node_cluster(tmp_path, small):
     fixed = [arg for item in small for arg in ("--fix", item)]
     sets = [arg for item in GRID for arg in ("--set", item)]
     # The cluster records its address under RAY_TMPDIR: a private one, so that nobody else's Ray finds it;
-    # short, because Ray's socket paths live under it.
+    # short, because Ray's socket paths live under it. Its nodes take 127.0.0.1 as their address (which Ray
+    # turns into the machine's routable one unless its cluster support is off), so no Ray traffic leaves it.
     with tempfile.TemporaryDirectory(prefix="rs", dir="/tmp", ignore_cleanup_errors=True) as ray_tmp:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         done = subprocess.run([sys.executable, "-c", CLUSTER_SWEEP, "quickstart", *sets, *fixed, "--quiet",
                                "--out", str(tmp_path / "sweep")], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp})
+                              timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == 0
