@@ -52,6 +52,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.fleet.test_worker_faults import records
 
 pytestmark = pytest.mark.slow
 
@@ -416,12 +417,6 @@ def local_runs(tmp_path_factory, tiny_jsonl):
             proc.wait()
     stop_processes(tag)  # nothing, unless a run above failed and left its Ray
     shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def records(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """rounds.parquet and clients.parquet without host wall-clock columns."""
-    frames = [pd.read_parquet(run / name) for name in ("rounds.parquet", "clients.parquet")]
-    return tuple(f.drop(columns=[c for c in f.columns if c.startswith("wall")]) for f in frames)
 
 
 def assert_same_records(run: Path, expected: Path) -> None:

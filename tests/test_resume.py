@@ -56,22 +56,22 @@ def tagged_processes(tag: str) -> set[int]:
     return found
 
 
-def stop_when(proc: subprocess.Popen, ready, signum: int, group: bool) -> tuple[int, str]:
-    """Send `signum` (to the process group, as a terminal's Ctrl-C does, or to the process, as `kill` does)
-    once `ready()` holds; the exit status and output."""
+def stop_after_a_checkpoint(out: Path, data: Path, signum: int, group: bool) -> None:
+    """Start a run into `out` and send `signum` once its first checkpoint is written (to the process group,
+    as a terminal's Ctrl-C does, or to the process, as `kill` does); check that it stopped cleanly: before its
+    end, with a checkpoint, the resume command printed and every process it had started gone."""
+    tag = uuid.uuid4().hex
+    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(data), tag=tag)
+    ray = set()  # the processes the run started, seen while it runs
     deadline = time.monotonic() + 600
-    while not ready():
-        assert proc.poll() is None, "the run ended before it could be stopped"
+    while not (out / "checkpoint.safetensors").exists():
+        assert run.poll() is None, "the run ended before it could be stopped"
         assert time.monotonic() < deadline
+        ray.update(tagged_processes(tag) - {run.pid})
         time.sleep(0.02)
-    (os.killpg if group else os.kill)(proc.pid, signum)
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
-
-
-def assert_stopped_cleanly(out: Path, status: int, printed: str, expected_status: int, ray: set[int]):
-    """Stopped before its end, with a checkpoint, the resume command printed and no Ray process left."""
-    assert status == expected_status, printed
+    (os.killpg if group else os.kill)(run.pid, signum)
+    printed, _ = run.communicate(timeout=300)
+    assert run.returncode == 128 + signum, printed
     assert f"fedfleet run --resume {out}" in printed
     assert (out / "checkpoint.safetensors").exists() and not (out / "summary.json").exists()
     assert rows(out / "rounds.parquet") <= ROUNDS
@@ -177,16 +177,8 @@ def test_killed_anywhere_even_twice_and_before_any_checkpoint(tmp_path, tiny_jso
 def test_sigterm_stops_with_a_checkpoint_and_resumes(whole, tmp_path, tiny_jsonl):
     """SIGTERM, as a scheduler sends it: the run ends its round, checkpoints it, shuts Ray down and says how
     to go on."""
-    out, tag = tmp_path / "run", uuid.uuid4().hex
-    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl), tag=tag)
-    ray = set()
-
-    def started() -> bool:
-        ray.update(tagged_processes(tag) - {run.pid})
-        return (out / "checkpoint.safetensors").exists()
-
-    status, printed = stop_when(run, started, signal.SIGTERM, group=False)
-    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGTERM, ray)
+    out = tmp_path / "run"
+    stop_after_a_checkpoint(out, tiny_jsonl, signal.SIGTERM, group=False)
     finish(fedfleet("run", "--resume", str(out)))
     assert_same_run(whole, out)
 
@@ -195,16 +187,8 @@ def test_sigterm_stops_with_a_checkpoint_and_resumes(whole, tmp_path, tiny_jsonl
 def test_ctrl_c_stops_and_a_damaged_checkpoint_resumes_from_the_one_before(whole, tmp_path, tiny_jsonl):
     """Ctrl-C reaches the whole process group; then bytes of the stop's checkpoint are flipped on disk. The
     resume reports the damage and goes on from the checkpoint before it."""
-    out, tag = tmp_path / "run", uuid.uuid4().hex
-    run = fedfleet("run", "quickstart", "--out", str(out), *overrides(tiny_jsonl), tag=tag)
-    ray = set()
-
-    def started() -> bool:
-        ray.update(tagged_processes(tag) - {run.pid})
-        return (out / "checkpoint.safetensors").exists()
-
-    status, printed = stop_when(run, started, signal.SIGINT, group=True)
-    assert_stopped_cleanly(out, status, printed, 128 + signal.SIGINT, ray)
+    out = tmp_path / "run"
+    stop_after_a_checkpoint(out, tiny_jsonl, signal.SIGINT, group=True)
     assert (out / "checkpoint.previous.safetensors").exists()
     last = out / "checkpoint.safetensors"
     damaged = bytearray(last.read_bytes())

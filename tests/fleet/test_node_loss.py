@@ -42,6 +42,7 @@ from fleet.trainer import LoraSpec, TrainJob, TrainSettings
 from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
 from scenarios.sweep import run_sweep
+from tests.fleet.test_worker_faults import records
 
 STALL_S = 150.0  # how long the stalled job waits for its node to go; far beyond the tests' own runs
 STALLED_ROUND = 2
@@ -157,12 +158,6 @@ def remove_when_stalled(cluster: Cluster, node, marker: Path, removed: list[str]
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
-
-
-def records(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """rounds.parquet and clients.parquet without host wall-clock columns (the only ones a fault may move)."""
-    frames = [pd.read_parquet(run / name) for name in ("rounds.parquet", "clients.parquet")]
-    return tuple(f.drop(columns=[c for c in f.columns if c.startswith("wall")]) for f in frames)
 
 
 def assert_same_records(run: Path, expected: Path) -> None:
