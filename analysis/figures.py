@@ -283,3 +283,26 @@ def cell_figure(clients: pd.DataFrame) -> go.Figure:
     fig = go.Figure([go.Bar(x=load.index, y=load["bytes_up_air"], name="uplink (sent over the air)"),
                      go.Bar(x=load.index, y=load["bytes_down_air"], name="downlink (sent over the air)")])
     return layout(fig, "Load per cell over the run", "cell", "MB", barmode="group", xaxis_type="category")
+
+
+# --- mean over seeds with a confidence band ----------------------------------------------------------------
+
+def translucent(colour: str, alpha: float = 0.2) -> str:
+    """'#rrggbb' as 'rgba(r,g,b,alpha)', for a band under a line of that colour."""
+    r, g, b = (int(colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def band_traces(x, mean, low, high, name: str, colour: str, mode: str = "lines") -> list[go.Scatter]:
+    """A mean line over a shaded band: the band's lower edge, then its upper edge filled down to it
+    ('tonexty' fills to the trace just before, so the two must stay adjacent), then the mean on top. Plain
+    scatter traces, so the page needs nothing beyond the plotly.js it already inlines."""
+    edge = dict(color=colour, width=0)
+    return [
+        go.Scatter(x=x, y=low, mode="lines", line=edge, name=f"{name}: 95% band", legendgroup=name,
+                   showlegend=False, hoverinfo="skip"),
+        go.Scatter(x=x, y=high, mode="lines", line=edge, fill="tonexty", fillcolor=translucent(colour),
+                   name=f"{name}: 95% band", legendgroup=name, hoverinfo="skip"),
+        go.Scatter(x=x, y=mean, mode=mode, line=dict(color=colour, width=2), marker_color=colour, name=name,
+                   legendgroup=name),
+    ]

@@ -68,3 +68,12 @@ def participation(clients: pd.DataFrame) -> dict:
         "devices_invited": int(clients["device"].nunique()),
         "devices_reported": int(clients.loc[done, "device"].nunique()),
     }
+
+
+def loss_gain(summary: dict) -> float:
+    """The share of the base model's held-out loss the run removed: 1 - final / base (NaN: not measured).
+    A ratio, so that seeds and scenarios whose base loss differs are compared on one scale."""
+    base, final = summary.get("base_eval_loss"), summary.get("final_eval_loss")
+    if base is None or final is None or not base:
+        return math.nan
+    return 1 - final / base

@@ -32,6 +32,14 @@ def fmt(v) -> str:
     return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 
+def in_units(n: float) -> str:
+    """Bytes in the largest unit that fits: '13.2 MB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:,.0f} B"
+
+
 def table_html(table: pd.DataFrame, na_rep: str = "not reached") -> str:
     shown = table.astype(object).map(lambda v: na_rep if pd.isna(v) else fmt(v))
     return f"<div class='table'>{shown.to_html(index=False)}</div>"

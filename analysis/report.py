@@ -1,6 +1,7 @@
-"""report.html: what one run shows a person. A summary table (what it reached, what it took to get to the
-target loss, who took part, what LoRA saved against full-model fine-tuning) on top of the run's figures.
-Self-contained (plotly.js inlined once), opens offline."""
+"""report.html: what one run shows a person. It opens with the few numbers a reader came for (the loss gained;
+time, uplink and energy to the target loss; completion; what LoRA saved; which model was trained and which
+emulated) and the headline figure, the loss against simulated time; the long summary table and the run's other
+figures follow. Self-contained (plotly.js inlined once), opens offline."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import plotly.graph_objects as go
 from analysis import figures as fg
 from analysis.detection import detection_section
 from analysis.metrics import losses, participation, run_target, to_target, with_cumulative
-from analysis.page import fmt, write_page
+from analysis.page import fmt, in_units, write_page
 from analysis.recorder import load_run
 
 NOT_MEASURED = "not measured"
@@ -86,14 +87,41 @@ def summary_rows(rounds: pd.DataFrame, clients: pd.DataFrame, summary: dict) -> 
     return [(label, fmt(v)) for label, v in rows if v is not None]
 
 
+def glance_rows(rounds: pd.DataFrame, clients: pd.DataFrame, summary: dict) -> list[tuple[str, str]]:
+    """The report's first table: one line each for what a reader came for."""
+    target, _ = run_target(rounds, summary)
+    reached = to_target(rounds, target)
+    base, final = summary.get("base_eval_loss"), summary.get("final_eval_loss")
+    completion = participation(clients)["completion_rate"]
+    share = summary.get("uplink_fraction_of_full")
+    run_s = summary.get("simulated_time_s")
+
+    def to_reach(key: str, show) -> str:
+        if target is None:
+            return NOT_MEASURED
+        return "not reached" if math.isnan(reached[key]) else show(reached[key])
+
+    rows = [
+        ("held-out loss, base model to the end",
+         f"{fmt(base)} to {fmt(final)} ({(final - base) / base:+.1%})" if base and final is not None else NOT_MEASURED),
+        (f"simulated time to target loss {fmt(target)}" if target is not None else "simulated time to target loss",
+         to_reach("time_to_target_s", lambda v: f"{fmt(v)} s" + (f" of {fmt(run_s)} s run" if run_s else ""))),
+        ("uplink bytes to target", to_reach("uplink_bytes_to_target", size)),
+        ("fleet energy to target", to_reach("energy_to_target_j", lambda v: f"{fmt(v)} J")),
+        ("invited sessions that reported", f"{completion:.1%}" if not math.isnan(completion) else NOT_MEASURED),
+        ("LoRA uplink against full-model fine-tuning",
+         f"{share:.1%} of its bytes ({1 - share:.1%} saved)" if share is not None else NOT_MEASURED),
+        ("trained on the host (learning curves)", summary.get("trained_model") or NOT_MEASURED),
+        ("emulated on the devices (timing, memory, bytes, energy)", summary.get("emulated_model") or NOT_MEASURED),
+    ]
+    return [(label, value) for label, value in rows]
+
+
 def size(n) -> str | None:
     """Bytes exactly, and in the largest unit that fits: '13,168,924 (13.2 MB)'."""
     if n is None:
         return None
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n:,.0f} ({n / scale:.3g} {unit})"
-    return f"{n:,.0f}"
+    return f"{n:,.0f} ({in_units(n)})" if abs(n) >= 1e3 else f"{n:,.0f}"
 
 
 def learning_figures(rounds: pd.DataFrame, target: float | None) -> list[go.Figure]:
@@ -108,11 +136,14 @@ def write_report(run_dir: Path) -> Path:
     rounds = with_cumulative(rounds)
     target, _ = run_target(rounds, summary)
     sessions = not clients.empty
+    glance = pd.DataFrame(glance_rows(rounds, clients, summary), columns=["", "this run"])
     table = pd.DataFrame(summary_rows(rounds, clients, summary), columns=["", "this run"])
+    headline, *other_views = learning_figures(rounds, target) or [None]
     sections = [
+        ("At a glance", "The target loss is the dotted line in the figure.", glance, [headline]),
         ("Summary", "", table, []),
-        ("Learning", "Held-out loss of the global adapter at each evaluated server version; the dotted "
-                     "line is the target loss of the summary.", None, learning_figures(rounds, target)),
+        ("Learning", "Held-out loss of the global adapter at each evaluated server version against what it cost; "
+                     "the dotted line is the target loss.", None, other_views),
         detection_section(run_dir, rounds),
         ("Participation", "Who took part, when, and how their sessions ended.", None,
          [fg.timeline_figure(clients), fg.outcome_figure(clients), fg.drop_figure(clients),

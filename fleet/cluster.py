@@ -17,7 +17,7 @@ import sys
 import threading
 
 TOKEN_HELP = ("Every node and this process need the cluster's token: RAY_AUTH_MODE=token, and the token in "
-              "RAY_AUTH_TOKEN_PATH (a file) or RAY_AUTH_TOKEN (see the README, 'Running on an existing Ray cluster')")
+              "RAY_AUTH_TOKEN_PATH (a file) or RAY_AUTH_TOKEN (see docs/cluster.md)")
 
 
 class ClusterUnavailable(ConnectionError):

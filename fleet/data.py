@@ -113,7 +113,7 @@ def shakespeare_clients(public_plays: list[str], min_lines: int) -> list[ClientT
         if play in public_plays:
             continue
         for role, speeches in sorted(read_play(play).items()):
-            if _eligible(speeches, min_lines):
+            if eligible(speeches, min_lines):
                 clients.append(ClientText(f"{play}/{role}", tuple(tuple(s) for s in speeches)))
     return clients
 
@@ -148,11 +148,11 @@ def jsonl_clients(path: Path, min_lines: int) -> list[ClientText]:
     return [
         ClientText(cid, tuple(speeches))
         for cid, speeches in sorted(grouped.items())
-        if _eligible(speeches, min_lines)
+        if eligible(speeches, min_lines)
     ]
 
 
-def _eligible(speeches, min_lines: int) -> bool:
+def eligible(speeches, min_lines: int) -> bool:
     # Two speeches at least, so that both the train and the test side get one.
     return len(speeches) >= 2 and sum(len(s) for s in speeches) >= min_lines
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fleet.rng import stream, stream_key
-from fleet.trainer import LocalTrainer, TrainJob, TrainResult, windows
+from fleet.trainer import LocalTrainer, TrainJob, TrainResult, train_mode, windows
 
 
 class GroupedLora:
@@ -113,7 +113,7 @@ class GroupedTrainer:
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         finals: list[list[torch.Tensor] | None] = [None] * g
         losses: list[list[float]] = [[] for _ in jobs]
-        self.trainer.model.train()
+        train_mode(self.trainer.model)
         with self._installed(params, generators):
             for step in range(int(steps.max())):
                 active = torch.from_numpy(steps > step)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from fleet.architectures import PROJECTIONS, Architecture
+from fleet.architectures import Architecture, Linear
 
 WeightDtype = Literal["fp32", "bf16", "fp16", "int8", "nf4"]
 
@@ -62,25 +62,26 @@ class MemoryEstimate:
         )
 
 
-def _modules(target_modules: str | Iterable[str]) -> tuple[str, ...]:
-    """PEFT's spellings: a list of projection names, one name, or "all-linear" (every block projection)."""
+def _adapted(arch: Architecture, target_modules: str | Iterable[str]) -> tuple[Linear, ...]:
+    """The block layers adapted, from PEFT's spellings: a list of module names, one name, or "all-linear"
+    (every linear layer of the blocks)."""
+    known = arch.linear_names
     if isinstance(target_modules, str):
-        target_modules = PROJECTIONS if target_modules == "all-linear" else (target_modules,)
+        target_modules = known if target_modules == "all-linear" else (target_modules,)
     names = tuple(dict.fromkeys(target_modules))  # a module named twice is still adapted once
-    unknown = [n for n in names if n not in PROJECTIONS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ValueError(
-            f"target_modules {list(names)!r}: unknown {unknown!r}; choose from {list(PROJECTIONS)} or 'all-linear'"
+            f"target_modules {list(names)!r}: unknown {unknown!r}; choose from {list(known)} or 'all-linear'"
         )
-    return names
+    return tuple(layer for layer in arch.linears if layer.name in names)
 
 
 def lora_param_count(arch: Architecture, rank: int, target_modules: str | Iterable[str]) -> int:
     """Trainable parameters: each adapted W (d_out x d_in) gets B (d_out x r) and A (r x d_in)."""
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
-    shapes = arch.projections
-    return arch.layers * sum(rank * (shapes[m][0] + shapes[m][1]) for m in _modules(target_modules))
+    return sum(layer.count * rank * (layer.d_in + layer.d_out) for layer in _adapted(arch, target_modules))
 
 
 def activation_bytes(
@@ -96,29 +97,35 @@ def activation_bytes(
     """Activations kept for the backward pass, in bf16 (2 B per value), all layers.
 
     The count follows Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
-    Models", section 4.1 (34 s b h + 5 a s^2 b bytes per layer of a GPT block, full training), redone for a
-    Llama block (RMSNorm, no dropout, grouped-query attention, gated MLP) under LoRA. Autograd keeps a
-    matmul's input only to form its weight's gradient, so the input of a frozen projection is kept only when
-    an adapter sits on it. Values per token of one layer whose input carries a gradient, with Q = a d query
-    width and G = g d key/value width:
+    Models", section 4.1 (34 s b h + 5 a s^2 b bytes per layer of a GPT block, full training), redone for
+    LoRA on a Llama block (RMSNorm, no dropout, grouped-query attention, gated MLP) and on the ungated MLP of
+    GPT-2, OPT or GPT-NeoX. Autograd keeps a matmul's input only to form its weight's gradient, so the input
+    of a frozen layer is kept only when an adapter sits on it. Values per token of one layer whose input
+    carries a gradient, with Q = a d query width and G = g d key/value width:
 
-        RMSNorm inputs (two)                                2 h
+        norm inputs (two)                                   2 h
         Q, K, V after RoPE, for the attention products      Q + 2 G (eager: K, V repeated to Q each)
-        q/k/v input (first norm's output)                   h, if q, k or v is adapted
-        attention output (o_proj input)                     Q, if o is adapted or attention is fused
-        gate/up input (second norm's output)                h, if gate or up is adapted
-        SiLU input, SiLU output, up output                  3 i  (the product's backward needs both factors)
-        product (down_proj input)                           i, if down is adapted
-        each adapter's A output                             r per adapted projection
+        attention input (first norm's output)               h, if q, k or v (or a fused qkv, c_attn) is adapted
+        attention output (o_proj's input)                   Q, if o is adapted or attention is fused
+        MLP input (second norm's output)                    h, if gate or up (c_fc, fc1) is adapted
+        gated: SiLU input, SiLU output, up output           3 i  (the product's backward needs both factors)
+        ungated: the activation's input                     i
+        down_proj's input (fc2's, GPT-2's mlp.c_proj's)     i, if it is adapted
+        a layer of a role not known (`role_of`)             its d_in, if it is adapted
+        each adapter's A output                             r per adapted layer
 
     so the gated MLP keeps 6 s b i bytes, 8 s b i with down_proj adapted, where Korthikanti's GeLU MLP
-    keeps 4 s b i. An unfused attention adds its softmax probabilities, a s^2 b values; fused kernels
-    (flash_attention) keep a log-sum-exp per row instead (a s b, left out, as are the per-token RMSNorm
-    scales). Across target modules and attention kernels this count matches, to a fraction of a percent,
-    the tensors transformers' Llama keeps in float32 (tests/fleet/test_memory.py). In bfloat16,
-    transformers computes RMSNorm and softmax in float32 and PEFT casts each adapted projection's input to
-    its float32 adapter, which keeps 1.4 to 1.9 times as much on a 64-wide model: this is the count for a
-    runtime that keeps every activation in bf16.
+    keeps 4 s b i in full training and 2 s b i under LoRA. An unfused attention adds its softmax
+    probabilities, a s^2 b values; fused kernels (flash_attention) keep a log-sum-exp per row instead (a s b,
+    left out, as are the per-token norm statistics). Across target modules and attention kernels this count
+    matches, to a fraction of a percent, the tensors transformers' Llama keeps in float32, and GPT-2's to a
+    fraction of a percent with exact GELU (tests/fleet/test_memory.py, tests/fleet/test_any_architecture.py).
+    Where blocks differ from this table the count is an estimate: a ReLU MLP (OPT) keeps the activation's
+    output, which is also fc2's input (i fewer with fc2 adapted); parallel blocks (GPT-NeoX, Phi) keep one norm
+    input, not two; transformers' gelu_new (GPT-2's and Phi's default) keeps three more tensors of width i
+    than a fused kernel does. In bfloat16, transformers computes RMSNorm and softmax in float32 and PEFT casts
+    each adapted projection's input to its float32 adapter, which keeps 1.4 to 1.9 times as much on a
+    64-wide model: this is the count for a runtime that keeps every activation in bf16.
 
     With activation checkpointing only each block's input survives (2 s b h bytes per layer) and one block
     at a time is recomputed with its full activations.
@@ -127,26 +134,38 @@ def activation_bytes(
         raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
     if rank < 0:
         raise ValueError(f"rank must be non-negative, got {rank}")
-    per_layer = BF16_BYTES * _layer_values(arch, batch_size, seq_len, _modules(target_modules), rank,
+    per_layer = BF16_BYTES * _layer_values(arch, batch_size, seq_len, _adapted(arch, target_modules), rank,
                                            flash_attention)
     if checkpointing:
         return arch.layers * BF16_BYTES * seq_len * batch_size * arch.hidden + per_layer
     return arch.layers * per_layer
 
 
-def _layer_values(arch: Architecture, b: int, s: int, modules: tuple[str, ...], rank: int, fused: bool) -> float:
+def _layer_values(arch: Architecture, b: int, s: int, adapted: tuple[Linear, ...], rank: int, fused: bool) -> float:
     """Values one layer keeps for the backward pass (the table in `activation_bytes`)."""
-    h, i, a = arch.hidden, arch.intermediate, arch.heads
+    h, i, a, layers = arch.hidden, arch.intermediate, arch.heads, arch.layers
     q_width, kv_width = a * arch.head_dim, arch.kv_heads * arch.head_dim
-    adapted = set(modules)
+    roles = {layer.role for layer in adapted}
     per_token = 2 * h + q_width + 2 * (kv_width if fused else q_width)  # eager attention repeats K and V
-    per_token += h if adapted & {"q_proj", "k_proj", "v_proj"} else 0
-    per_token += q_width if fused or "o_proj" in adapted else 0  # a fused kernel's backward reads its output
-    per_token += h if adapted & {"gate_proj", "up_proj"} else 0
-    per_token += 3 * i + (i if "down_proj" in adapted else 0)
-    per_token += rank * len(adapted)
+    per_token += h if "attention_in" in roles else 0  # q, k and v (or their fused layer) read one input
+    per_token += q_width if fused or "attention_out" in roles else 0  # a fused kernel's backward reads its output
+    per_token += h if "mlp_in" in roles else 0
+    per_token += _mlp_values(arch) + (i if "mlp_out" in roles else 0)
+    per_token += sum(layer.count * layer.d_in for layer in adapted if layer.role is None) / layers  # unknown: alone
+    per_token += rank * sum(layer.count for layer in adapted) / layers
     scores = 0.0 if fused else float(a) * s * s * b
     return float(per_token) * s * b + scores
+
+
+def _mlp_values(arch: Architecture) -> float:
+    """Values per token the MLP keeps between its layers, none adapted: a gated MLP its two inputs' outputs and
+    the activation's output, 3 i (the product's backward needs both factors); an ungated one (GPT-2, OPT,
+    GPT-NeoX) only the activation's input, i."""
+    i = arch.intermediate
+    width = sum(layer.count * layer.d_out for layer in arch.linears if layer.role == "mlp_in") / arch.layers
+    if not width:  # no MLP layer this table knows: counted as ungated
+        return float(i)
+    return width + (i if width >= 2 * i else 0)
 
 
 def lora_training_memory_bytes(

@@ -40,6 +40,14 @@ def config_file(path: str) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
+def model_config(file: str | Path):
+    """The transformers config of a model's config.json, which maps each family's own keys onto common names
+    (GPT-2's n_embd is hidden_size). Code shipped with a model (trust_remote_code) is never run."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(Path(file).parent, trust_remote_code=False)
+
+
 def model_folder_problem(path: str) -> str | None:
     """Why the local model folder `path` cannot be loaded (None: it can): it must hold config.json,
     safetensors weights, every one readable, and a tokenizer."""

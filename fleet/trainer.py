@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from aggregation import AdapterLayout, ParameterGroups
+from fleet.architectures import decoder_blocks
 from fleet.rng import stream, stream_key
 
 
@@ -26,7 +27,7 @@ class LoraSpec:
     alpha: float
     dropout: float
     target_modules: tuple[str, ...]
-    bottleneck: int = 0  # width of a bottleneck adapter after each block's MLP; 0: none
+    bottleneck: int = 0  # width of a bottleneck adapter after each block's `mlp` module; 0: none
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,12 @@ class Bottleneck(torch.nn.Module):
 def add_bottlenecks(model: torch.nn.Module, width: int) -> None:
     """Attach a bottleneck adapter to every decoder block (as `block.bottleneck`, applied by a forward hook
     on `block.mlp`), leaving the names of the base and LoRA parameters unchanged."""
-    for block in model.base_model.model.model.layers:
-        block.bottleneck = Bottleneck(block.mlp.down_proj.out_features, width)
+    hidden = model.config.hidden_size
+    for block in decoder_blocks(model):
+        if not isinstance(getattr(block, "mlp", None), torch.nn.Module):  # OPT keeps fc1 and fc2 in the block
+            raise ValueError(f"the decoder blocks ({type(block).__name__}) have no `mlp` module to put a "
+                             "bottleneck adapter after")
+        block.bottleneck = Bottleneck(hidden, width)
         block.mlp.register_forward_hook(lambda module, args, out, adapter=block.bottleneck: adapter(out))
 
 
@@ -95,6 +100,7 @@ def wrap_with_lora(base: torch.nn.Module, lora: LoraSpec, seed: int) -> torch.nn
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        fan_in_fan_out=transposed_targets(base, lora.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -102,6 +108,24 @@ def wrap_with_lora(base: torch.nn.Module, lora: LoraSpec, seed: int) -> torch.nn
     if lora.bottleneck:
         add_bottlenecks(model, lora.bottleneck)
     return model
+
+
+def transposed_targets(model: torch.nn.Module, target_modules: tuple[str, ...]) -> bool:
+    """Do the target layers store their weight (d_in, d_out), as GPT-2's Conv1D does? PEFT must know, to merge
+    B A transposed (it would find out and warn)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(m, Conv1D) for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in target_modules)
+
+
+def train_mode(model: torch.nn.Module) -> None:
+    """Training mode for the adapters only. The frozen base computes as it does in inference, without its own
+    dropout (GPT-2's and OPT's 0.1; Llama's is 0): model.lora.dropout is the one dropout a run has, drawn from
+    each job's own seed, so that a job's result is the same alone or in a group (fleet/grouped.py)."""
+    model.eval()
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("lora_dropout", "bottleneck"):
+            module.train()
 
 
 def adapter_layout(model: torch.nn.Module, lora: LoraSpec) -> AdapterLayout:
@@ -174,7 +198,7 @@ class LocalTrainer:
             tokens = stream(s.seed, "poison", job.client, job.round).integers(
                 0, self.model.config.vocab_size, len(tokens))
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-        self.model.train()
+        train_mode(self.model)
         losses = []
         for _ in range(job.steps):
             batch = windows(tokens, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
@@ -218,16 +242,17 @@ class LocalTrainer:
         key = None if base_delta is None else hashlib.blake2b(base_delta.numpy().tobytes()).digest()
         if key == self._base_key:
             return
-        layers = [self.model.get_submodule(p.module).base_layer for p in self.layout.pairs]
+        modules = [self.model.get_submodule(p.module) for p in self.layout.pairs]
         if self._base_weights is None:
-            self._base_weights = [layer.weight.detach().clone() for layer in layers]
+            self._base_weights = [m.base_layer.weight.detach().clone() for m in modules]
         offset = 0
-        for layer, w0 in zip(layers, self._base_weights):
+        for pair, module, w0 in zip(self.layout.pairs, modules, self._base_weights):
             if base_delta is None:
-                layer.weight.copy_(w0)
+                module.base_layer.weight.copy_(w0)
                 continue
-            part = base_delta[offset : offset + w0.numel()].view_as(w0)
-            layer.weight.copy_(w0 + self.layout.scaling * part)
+            part = base_delta[offset : offset + w0.numel()].view(pair.b.shape[0], pair.a.shape[1])  # (d_out, d_in)
+            # GPT-2's Conv1D stores its weight (d_in, d_out): PEFT marks such layers fan_in_fan_out
+            module.base_layer.weight.copy_(w0 + self.layout.scaling * (part.T if module.fan_in_fan_out else part))
             offset += w0.numel()
         self._base_key = key
 

@@ -28,7 +28,14 @@ from fleet.memory import MemoryEstimate
 from fleet.payload import emulated_values
 from fleet.trainer import LoraSpec, TrainSettings, adapter_layout, get_flat, wrap_with_lora
 from network_models import MIXED_FAMILIES, cell_sites, load_trace
-from scenarios.checks import check_scenario, memory_estimate, no_device_fits, target_architecture
+from scenarios.checks import (
+    check_scenario,
+    memory_estimate,
+    no_device_fits,
+    target_architecture,
+    target_modules,
+    timed_modules,
+)
 from scenarios.client_data import client_data
 from scenarios.errors import ScenarioError
 from scenarios.schema import Scenario
@@ -115,7 +122,7 @@ def assemble(scenario: Scenario) -> Assembly:
 
 def lora_spec(scenario: Scenario) -> LoraSpec:
     lora = scenario.model.lora
-    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules), lora.bottleneck)
+    return LoraSpec(lora.r, lora.alpha, lora.dropout, target_modules(scenario), lora.bottleneck)
 
 
 def train_settings(scenario: Scenario) -> TrainSettings:
@@ -223,14 +230,15 @@ def session_cost(scenario: Scenario, arch: Architecture, layout: AdapterLayout, 
     t = scenario.training
     tokens = t.local_steps * t.batch_size * t.seq_len
     shared, _, _ = strategy.groups.masks(layout)
+    lora, timed = scenario.model.lora, timed_modules(scenario)
     values = np.unique(ranks)
     down, up = np.zeros(len(values), np.int64), np.zeros(len(values), np.int64)
     for i, rank in enumerate(values):
         if rank > 0:
-            n = emulated_values(arch, layout, shared, int(rank), scenario.model.lora.bottleneck)
+            n = emulated_values(arch, layout, shared, int(rank), lora.bottleneck, timed)
             down[i], up[i] = 4 * n, codec.encoded_bytes(n)
     extra_up, extra_down = strategy.extra_bytes(scenario.run.selected)
     where = np.searchsorted(values, ranks)
-    full = 4 * emulated_values(arch, layout, shared, scenario.model.lora.r, scenario.model.lora.bottleneck)
+    full = 4 * emulated_values(arch, layout, shared, lora.r, lora.bottleneck, timed)
     return SessionCost(arch.training_flops_per_token(t.seq_len) * tokens, down[where] + extra_down,
                        up[where] + extra_up, full + extra_down)

@@ -3,7 +3,7 @@
     fedfleet run SCENARIO.yaml [--out DIR] [--seed N] [--workers N] [--address ADDR] [--set a.b=v ...] [--smoke]
     fedfleet run --resume RUN_DIR [--workers N] [--address ADDR]
     fedfleet compare RUN_DIR RUN_DIR... [--out PAGE.html] [--target LOSS]
-    fedfleet sweep SCENARIO.yaml --set a.b=v1,v2,... [--set ...] [--fix a.b=v ...] [--out DIR] [--address ADDR]
+    fedfleet sweep SCENARIO.yaml [--set a.b=v1,v2,... ...] [--seeds N] [--fix a.b=v ...] [--out DIR] [--address ADDR]
     fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
     fedfleet build-base [--out DIR]
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                      "and validated again: does the scenario run end to end?")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    compare = sub.add_parser("compare", help="overlay several run folders on one page")
+    compare = sub.add_parser("compare", help="overlay several run folders on one page; runs that differ only in "
+                             "seed are also shown as a group: mean and 95%% interval")
     compare.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     compare.add_argument("--out", type=Path, default=Path("compare.html"), help="page to write (default: %(default)s)")
     compare.add_argument("--target", type=float, help="target held-out loss (default: the highest final loss)")
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("scenario", help="a scenario YAML file, or the name of a built-in one")
     sweep.add_argument("--set", action="append", default=[], metavar="FIELD=V1,V2,...",
                        help="a field and the values to sweep (repeatable; the sweep is their product)")
+    sweep.add_argument("--seeds", type=int, metavar="N",
+                       help="run every setting over N seeds (the scenario's seed, +1, ..., +N-1) and report each "
+                       "figure's mean over the seeds with its 95%% confidence interval")
     sweep.add_argument("--fix", action="append", default=[], metavar="FIELD=VALUE",
                        help="override a field in every trial (repeatable)")
     sweep.add_argument("--out", type=Path, help="sweep folder to create (default: output.dir/sweep-NAME-TIME)")
@@ -136,7 +140,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from scenarios.sweep import run_sweep
 
     sweep_dir = run_sweep(args.scenario, args.set, out=args.out, address=args.address, target=args.target,
-                          progress=not args.quiet, fixed=args.fix)
+                          progress=not args.quiet, fixed=args.fix, seeds=args.seeds)
     print(f"sweep folder: {sweep_dir}")
     print(f"report:       {sweep_dir / 'sweep.html'}")
     return 0

@@ -1,4 +1,5 @@
-"""A scenario's client data, tokenised: Shakespeare's roles, a JSONL file, or generated cell-site logs, each
+"""A scenario's client data, tokenised: Shakespeare's roles, a JSONL file, generated phone-assistant transcripts
+or generated cell-site logs, each
 client split into its training text and its held-out text; and the fixed held-out windows the global loss is
 measured on. Nothing downstream sees text again.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fleet.assistant import assistant_clients
 from fleet.base_model import load_tokenizer
 from fleet.cellsite import CellSiteConfig, generate, split_site, windows_with_labels
 from fleet.data import (
@@ -20,6 +22,7 @@ from fleet.data import (
     FederatedData,
     PackedTokens,
     encode_words,
+    eligible,
     jsonl_clients,
     shakespeare_clients,
     split_client,
@@ -36,13 +39,18 @@ def prepare_data(scenario: Scenario, tokenizer) -> FederatedData:
         return cellsite_data(d.cellsite, scenario.seed, tokenizer)
     if d.source == "shakespeare":
         clients = shakespeare_clients(list(d.public_plays or DEFAULT_PUBLIC_PLAYS), d.min_lines)
+    elif d.source == "assistant":
+        clients = [c for c in assistant_clients(d.assistant.owners, d.assistant.exchanges, scenario.seed)
+                   if eligible(c.lines, d.min_lines)]
     else:
         clients = jsonl_clients(Path(d.path), d.min_lines)
     if not clients:
         raise ScenarioError(f"data: no client has {d.min_lines} lines or more (data.min_lines)")
     splits = [split_client(c, d.test_fraction, scenario.seed) for c in clients]
-    train = tokenizer([s.train_text for s in splits])["input_ids"]
-    test = tokenizer([s.test_text for s in splits])["input_ids"]
+    # Generated transcripts repeat their words, which encode_words encodes once each.
+    encode = encode_words if d.source == "assistant" else (lambda tok, texts: tok(texts)["input_ids"])
+    train = encode(tokenizer, [s.train_text for s in splits])
+    test = encode(tokenizer, [s.test_text for s in splits])
     train_packed = PackedTokens.pack(train)
     return FederatedData(
         client_ids=[s.client_id for s in splits],
@@ -71,10 +79,10 @@ def detection_windows(windows: list[list[tuple[str, bool]]], c: CellSiteSection,
     held-out days have both fault and normal windows, and of each site up to half of `c.windows_per_site`
     fault windows, the rest normal, drawn without replacement. None when no site has both."""
     faulty = [np.array([f for _, f in site], dtype=bool) for site in windows]
-    eligible = [i for i, f in enumerate(faulty) if f.any() and not f.all()]
-    if not eligible:
+    mixed = [i for i, f in enumerate(faulty) if f.any() and not f.all()]
+    if not mixed:
         return None
-    sites = np.sort(stream(seed, "detection-sites").choice(eligible, min(c.eval_sites, len(eligible)), replace=False))
+    sites = np.sort(stream(seed, "detection-sites").choice(mixed, min(c.eval_sites, len(mixed)), replace=False))
     picks = []
     for i in sites:
         rng, f = stream(seed, "detection-windows", int(i)), faulty[i]

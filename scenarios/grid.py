@@ -1,5 +1,6 @@
 """The trials of a sweep: `field.path=v1,v2,v3` lists in, their cartesian product out, in the order given
-(the first list varies slowest). Values are YAML, read exactly as `--set` reads them."""
+(the first list varies slowest). Values are YAML, read exactly as `--set` reads them. Seeds (`--seeds N`) are
+one more axis, the last, so that the trials of one setting over its seeds sit next to each other."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 import yaml
 
 from scenarios.errors import ScenarioError
+
+SEED = "seed"
+NAME_CHARS = 60  # of a trial's folder name after its number
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,16 @@ class Trial:
 
     @property
     def name(self) -> str:
-        """The trial's folder name: its number, then its values (last part of each field) in short."""
-        words = "_".join(f"{field.rsplit('.', 1)[-1]}-{value}" for field, value in self.settings)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", words).strip("-")[:60]
+        """The trial's folder name: its number, then its values (last part of each field) in short. The seed
+        comes last and is never cut, so that the folders of one setting tell their seeds apart."""
+        seed = "".join(f"_seed-{value}" for field, value in self.settings if field == SEED)
+        words = "_".join(f"{field.rsplit('.', 1)[-1]}-{value}" for field, value in self.settings if field != SEED)
+        slug = (_slug(words)[:NAME_CHARS - len(seed)] + seed).strip("_")
         return f"{self.index:03d}-{slug}" if slug else f"{self.index:03d}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
 def split_values(text: str) -> list[str]:
@@ -72,8 +82,20 @@ def parse_axis(item: str) -> Axis:
     return Axis(field, tuple(values))
 
 
-def grid(sets: list[str]) -> list[Trial]:
+def seed_values(base: int, count: int) -> list[int]:
+    """`count` seeds from the scenario's own: base, base + 1, ..., base + count - 1."""
+    if count < 1:
+        raise ScenarioError(f"--seeds {count}: give at least 1")
+    return list(range(base, base + count))
+
+
+def grid(sets: list[str], seeds: list[int] = ()) -> list[Trial]:
+    """The product of the `sets` axes, and of `seeds` as the last axis when given."""
     axes = [parse_axis(item) for item in sets]
+    if seeds:
+        if any(a.field == SEED for a in axes):
+            raise ScenarioError("--seeds and --set seed=... both set the seed: give one of them")
+        axes.append(Axis(SEED, tuple(str(s) for s in seeds)))
     fields = [a.field for a in axes]
     repeated = sorted({f for f in fields if fields.count(f) > 1})
     if repeated:

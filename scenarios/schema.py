@@ -20,6 +20,7 @@ from fleet.attacks import ATTACKS
 from fleet.architectures import PROJECTIONS, get_architecture
 from fleet.availability import build_availability
 from fleet.devices import CATALOG, device_class
+from fleet.model_files import BUILTIN
 from fleet.selection import SELECTORS
 from network_models import FADING_MODELS, PATH_LOSS_MODELS, SHADOWING_SIGMA_DB, load_trace
 
@@ -186,10 +187,12 @@ class LoraSection(Section):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank")
     alpha: float = Field(16.0, gt=0, description="LoRA scale numerator: dW = (alpha / r) B A")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        min_length=1,
-        description="module names that get adapters (all linear layers of a Llama block by default)",
+    target_modules: list[str] | None = Field(
+        None,
+        description="names of the decoder blocks' linear layers that get adapters, as the model calls them (Llama, "
+        "Qwen2: q_proj ... down_proj; GPT-2: c_attn, c_proj, c_fc; GPT-NeoX: query_key_value, ...), checked "
+        "against the model before the run. Left out: for the built-in model every projection of its blocks, for "
+        "any other PEFT's default for its model type",
     )
     bottleneck: int = Field(
         0, ge=0, le=4096,
@@ -203,11 +206,16 @@ class LoraSection(Section):
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in PROJECTIONS]
-        if unknown:
-            raise ValueError(f"unknown module {unknown[0]!r}: the clock's compute and memory model knows the "
-                             f"decoder block's projections {', '.join(PROJECTIONS)}")
+    def _module_names(cls, v: list[str] | None) -> list[str] | None:
+        # Only the spelling can be judged here; scenarios/checks.py holds the names against the model's layers.
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one module name, or leave the field out for the model's default")
+        odd = [name for name in v if not name.isidentifier()]
+        if odd:
+            raise ValueError(f"{odd[0]!r} is not a module name: give the last part of a layer's name, as PEFT "
+                             "matches it (q_proj, not model.layers.0.self_attn.q_proj)")
         return v
 
     @model_validator(mode="after")
@@ -238,6 +246,19 @@ class ModelSection(Section):
         description="devices whose memory cannot hold LoRA training at model.lora.r: never invited (exclude), "
         "given the largest rank r/2, r/4, ... that fits (shrink_rank; zero-padded updates), or ignored",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_targets(cls, data: Any) -> Any:
+        """The built-in model's default target modules need no file read: every projection of its blocks."""
+        if not isinstance(data, dict) or data.get("path", BUILTIN) != BUILTIN:
+            return data
+        lora = data.get("lora") or {}
+        if isinstance(lora, LoraSection) and lora.target_modules is None:
+            return {**data, "lora": lora.model_copy(update={"target_modules": list(PROJECTIONS)})}
+        if isinstance(lora, dict) and lora.get("target_modules") is None:
+            return {**data, "lora": {**lora, "target_modules": list(PROJECTIONS)}}
+        return data
 
     @field_validator("emulate")
     @classmethod
@@ -286,10 +307,22 @@ class CellSiteSection(Section):
         return self
 
 
+GENERATED = ("cellsite", "assistant")  # data sources fedfleet generates, each configured by its own section
+
+
+class AssistantSection(Section):
+    """Phone-assistant transcripts (fleet/assistant.py), generated from the scenario's seed: one data client per
+    device owner, each with their own name, contacts, habits, phrasing and assistant tone."""
+
+    owners: int = Field(1000, ge=2, le=1_000_000, description="device owners, one data client each")
+    exchanges: int = Field(80, ge=2, le=10_000, description="request-and-answer exchanges per owner, about 20 "
+                           "tokens each with the built-in tokenizer; data.test_fraction of them are held out")
+
+
 class DataSection(Section):
-    source: Literal["shakespeare", "jsonl", "cellsite"] = Field(
-        "shakespeare", description="where client text comes from: Shakespeare's roles, a JSONL file, or generated "
-        "cell-site logs (data.cellsite)")
+    source: Literal["shakespeare", "jsonl", "cellsite", "assistant"] = Field(
+        "shakespeare", description="where client text comes from: Shakespeare's roles, a JSONL file, generated "
+        "cell-site logs (data.cellsite) or generated phone-assistant transcripts (data.assistant)")
     path: str | None = Field(None, description="the JSONL file when source is 'jsonl'")
     public_plays: list[str] | None = Field(
         None, description="plays kept out of every client (default: the six the built-in model was trained on)"
@@ -302,21 +335,25 @@ class DataSection(Section):
 
     cellsite: CellSiteSection | None = Field(
         None, description="the cell-site logs when source is 'cellsite' (every field defaults)")
+    assistant: AssistantSection | None = Field(
+        None, description="the transcripts when source is 'assistant' (every field defaults)")
 
     @model_validator(mode="before")
     @classmethod
-    def _cellsite_defaults(cls, data: Any) -> Any:
-        """`source: cellsite` alone gets the default logs, written out in the resolved scenario."""
-        if isinstance(data, dict) and data.get("source") == "cellsite" and data.get("cellsite") is None:
-            return {**data, "cellsite": {}}
+    def _generated_defaults(cls, data: Any) -> Any:
+        """`source: cellsite` or `source: assistant` alone gets the default generator, written out in the
+        resolved scenario."""
+        if isinstance(data, dict) and data.get("source") in GENERATED and data.get(data["source"]) is None:
+            return {**data, data["source"]: {}}
         return data
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> "DataSection":
         if self.source == "jsonl" and not self.path:
             raise ValueError("data.path is required when data.source is 'jsonl'")
-        if self.source != "cellsite" and self.cellsite is not None:
-            raise ValueError(f"data.cellsite applies to source 'cellsite' only, not {self.source!r}")
+        for generated in GENERATED:
+            if self.source != generated and getattr(self, generated) is not None:
+                raise ValueError(f"data.{generated} applies to source {generated!r} only, not {self.source!r}")
         return self
 
 
@@ -359,7 +396,7 @@ class StrategySection(BaseModel):
     `frozen` and `compression`, which apply to any strategy."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = Field("fedavg", description="a strategy from aggregation/ (see the table in the README)")
+    name: str = Field("fedavg", description="a strategy from aggregation/ (the table in docs/strategies.md)")
     personal: list[str] | None = Field(
         None, description="regular expressions of parameter names kept on each device (default: the preset's)"
     )

@@ -14,6 +14,7 @@ from fleet.architectures import Architecture
 from fleet.emulator import SessionCost
 from fleet.payload import emulated_values
 from scenarios.assembly import Assembly, invitable
+from scenarios.checks import timed_modules
 
 
 def full_model_uplink(sessions, arch: Architecture, cost: SessionCost, fleet_size: int) -> dict:
@@ -68,7 +69,8 @@ def summarise(run: Assembly, recorder: RunRecorder, wall_start: float) -> dict:
         "emulated_model": arch.name,
         "emulated_params": arch.params,
         "adapter_params": emulated_values(arch, layout, torch.ones(layout.size, dtype=torch.bool),
-                                          scenario.model.lora.r, scenario.model.lora.bottleneck),
+                                          scenario.model.lora.r, scenario.model.lora.bottleneck,
+                                          timed_modules(scenario)),
         "devices_per_rank": {int(r): int(n) for r, n in zip(*np.unique(ranks, return_counts=True))},
         "flops_per_session": run.cost.flops,
         "training_memory_gb": run.memory.total_bytes / 1e9,

@@ -15,7 +15,15 @@ until one has room), and the retry starts in a new temporary folder; a trial is 
 scenario, so the retry's records are those the lost attempt would have written. The other trials go on
 untouched. A trial that fails in its own code is not retried: its error is its result.
 
-    fedfleet sweep SCENARIO --set network.uplink_mhz=5,10,20 --set strategy.name=fedavg,fedbuff
+A sweep over seeds (`seeds=N`) adds the seed as the last axis: the scenario's seed (after the fixed
+overrides and the first trial's), then +1, ..., +N-1; the report groups the trials that differ only in seed.
+
+A local Ray (no address) is started with CPUs enough for the largest trial even where the machine has fewer
+cores: a trial's driver waits on its actors nearly all the time, so counting it as a CPU of its own would
+only refuse, on a small machine, a scenario with two workers. On a cluster the check stands: there the
+CPUs are what the nodes declared.
+
+    fedfleet sweep SCENARIO --set network.uplink_mhz=5,10,20 --set strategy.name=fedavg,fedbuff --seeds 3
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from analysis.sweep_report import write_sweep
-from scenarios.grid import Trial, grid
+from scenarios.grid import Trial, grid, seed_values
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
@@ -52,18 +60,25 @@ class TrialResult:
 
 
 def run_sweep(scenario: str | Path, sets: list[str], out: Path | None = None, address: str | None = None,
-              target: float | None = None, progress: bool = True, fixed: list[str] = ()) -> Path:
-    """Run every trial of the grid `sets` ('field.path=v1,v2,...'; `fixed` overrides apply to all) and
-    return the sweep folder. Every trial's scenario is validated before anything runs."""
+              target: float | None = None, progress: bool = True, fixed: list[str] = (),
+              seeds: int | None = None) -> Path:
+    """Run every trial of the grid `sets` ('field.path=v1,v2,...'; `fixed` overrides apply to all), over
+    `seeds` seeds when given, and return the sweep folder. Every trial's scenario is validated before
+    anything runs."""
     trials = grid(sets)
+    if seeds is not None:  # the seeds start from the scenario's own, after the overrides
+        trials = grid(sets, seed_values(trial_scenario(scenario, fixed, trials[0]).seed, seeds))
     scenarios = [trial_scenario(scenario, fixed, trial) for trial in trials]
     sweep_dir = new_sweep_dir(scenarios[0], out)
     # Imported here: Ray starts only once every trial is valid, and the figures need neither Ray nor fleet.
     from fleet.pool import ray_session
 
     runtime = scenarios[0].runtime
-    with ray_session(address or runtime.address, os.cpu_count() or 1, runtime.dashboard, runtime.loopback_only,
-                     runtime.connect_timeout_s):
+    address = address or runtime.address
+    cpus = os.cpu_count() or 1
+    if not address:
+        cpus = max(cpus, *(trial_cpus(s) for s in scenarios))
+    with ray_session(address, cpus, runtime.dashboard, runtime.loopback_only, runtime.connect_timeout_s):
         check_capacity(trials, scenarios)
         (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
         results = run_trials(trials, scenarios, sweep_dir, progress)
@@ -95,13 +110,17 @@ def trial_bundles(scenario: Scenario) -> list[dict[str, float]]:
     return [{"CPU": 1}] + [{"CPU": rt.threads_per_worker}] * actors
 
 
+def trial_cpus(scenario: Scenario) -> float:
+    return sum(b["CPU"] for b in trial_bundles(scenario))
+
+
 def check_capacity(trials: list[Trial], scenarios: list[Scenario]) -> None:
     """A trial that needs more CPUs than the cluster has would wait for ever."""
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 0)
     for trial, scenario in zip(trials, scenarios):
-        need = sum(b["CPU"] for b in trial_bundles(scenario))
+        need = trial_cpus(scenario)
         if need > cpus:
             raise ScenarioError(
                 f"trial {trial.index} ({', '.join(trial.overrides)}): runtime.workers x "

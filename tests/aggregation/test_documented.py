@@ -1,4 +1,4 @@
-"""The README's strategy table lists every registered strategy with its parameters and their defaults, and every
+"""The strategy table of docs/strategies.md lists every registered strategy with its parameters and their defaults, and every
 registered parameter says what it means."""
 
 import re
@@ -13,11 +13,11 @@ from aggregation.registry import STRATEGIES, strategy_config, strategy_parameter
 from fleet.availability import AVAILABILITY
 from fleet.selection import SELECTORS
 
-README = Path(__file__).parents[2] / "README.md"
+TABLE = Path(__file__).parents[2] / "docs" / "strategies.md"
 
 
 def documented() -> dict[str, str]:
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", README.read_text(), flags=re.M)
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", TABLE.read_text(), flags=re.M)
     return {name: params for name, params in rows}
 
 

@@ -1,12 +1,16 @@
 """Comparing runs: what each took to reach the target against hand-computed values, the default target,
-one colour per run in every figure, and run folders that are not runs."""
+one colour per run in every figure, run folders that are not runs, and runs that differ only in seed: their
+groups, each group's mean and 95% interval, and the loss bands."""
 
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+import yaml
 
-from analysis.compare import comparison_figures, comparison_table, to_target, unique_labels, write_comparison
+from analysis.compare import (comparison_figures, comparison_table, group_labels, seed_groups, to_target,
+                              unique_labels, write_comparison)
 from analysis.page import PALETTE
 from analysis.recorder import load_run
 from analysis.recorder import NotARunFolder
@@ -90,3 +94,126 @@ def test_a_folder_that_is_not_a_run_is_named(make_run, tmp_path):
     empty.mkdir()
     with pytest.raises(NotARunFolder, match="not_a_run.*rounds.parquet"):
         write_comparison([make_run(), empty], tmp_path / "c.html")
+
+
+# --- runs that differ only in seed -------------------------------------------------------------------------
+
+# Final held-out loss 2.2, 2.4, 2.6 over seeds 0-2 (mean 2.4; s = 0.2; t(0.975, 2) = 4.303; half-width
+# 4.303 x 0.2 / sqrt(3) = 0.4968); target 2.5 reached at t_end 25 (seed 0) and 45 (seed 1), never by seed 2.
+SEED_LOSSES = [[3.0, 2.8, 2.5, 2.4, 2.2], [3.0, 2.9, 2.7, 2.5, 2.4], [3.0, 2.9, 2.8, 2.7, 2.6]]
+
+
+def resolved(run_dir, seed: int, strategy: str = "fedavg", **fields) -> None:
+    """A scenario.resolved.yaml as a run writes it; output, runtime and git_sha differ per run on purpose."""
+    tree = {"name": "q", "seed": seed, "fleet": {"size": 100}, "strategy": {"name": strategy, **fields},
+            "output": {"dir": f"runs/{seed}"}, "runtime": {"workers": seed + 1}, "git_sha": f"abc{seed}"}
+    (run_dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(tree))
+
+
+def seeded_runs(make_run) -> list:
+    """Three fedavg runs (seeds 0-2), two fedbuff runs (seeds 0, 1), and one run with no resolved scenario."""
+    dirs = []
+    for seed, loss in enumerate(SEED_LOSSES):
+        dirs.append(make_run(f"avg{seed}", loss=loss))
+        resolved(dirs[-1], seed)
+    for seed in (0, 1):
+        dirs.append(make_run(f"buff{seed}", loss=[3.0, 2.7, 2.6, 2.5, 2.3 + 0.1 * seed], asynchronous=True))
+        resolved(dirs[-1], seed, "fedbuff")
+    dirs.append(make_run("loose"))
+    return dirs
+
+
+class Tables(HTMLParser):
+    """The page's tables as lists of rows of cell text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self.cell.strip())
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def page_tables(path) -> list[list[dict]]:
+    parser = Tables()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return [[dict(zip(t[0], row)) for row in t[1:]] for t in parser.tables]
+
+
+def test_runs_differing_only_in_seed_form_groups():
+    def tree(seed, strategy="fedavg", **extra):
+        return {"name": "q", "seed": seed, "strategy": {"name": strategy}, "output": {"dir": str(seed)},
+                "runtime": {"workers": seed}, "git_sha": str(seed), **extra}
+
+    scenarios = [tree(0), tree(1, "fedbuff"), tree(1), None, tree(0, "fedbuff"), tree(2, run={"rounds": 3}),
+                 tree(0), tree(5)]
+    # run 6 repeats seed 0 of the first group: no new seed; run 5 differs in run.rounds: alone
+    assert seed_groups(scenarios) == [[0, 2, 7], [1, 4]]
+    assert seed_groups([tree(0), tree(0)]) == [] and seed_groups([None, None]) == []
+
+
+def test_seed_groups_are_named_by_the_fields_that_tell_them_apart():
+    avg = {"name": "q", "seed": 0, "strategy": {"name": "fedavg"}, "runtime": {"workers": 1}}
+    buff = {"name": "q", "seed": 3, "strategy": {"name": "fedbuff", "buffer_size": 10}, "runtime": {"workers": 2}}
+    assert group_labels([avg, buff]) == ["strategy.name=fedavg", "strategy.buffer_size=10, strategy.name=fedbuff"]
+    assert group_labels([avg]) == ["q"]  # one group: the scenario's name
+
+
+def test_comparison_page_shows_each_seed_group_with_its_interval(make_run, tmp_path, figures_of):
+    page = write_comparison(seeded_runs(make_run), tmp_path / "c.html", target=2.5)
+    text = page.read_text(encoding="utf-8")
+    assert text.index("<h2>Seed groups</h2>") < text.index("<h2>Runs</h2>")
+    groups, runs = page_tables(page)
+    assert len(runs) == 6  # the per-run table keeps every run
+    avg, buff = groups
+    assert (avg["group"], avg["seeds"], buff["group"], buff["seeds"]) == (
+        "strategy.name=fedavg", "3", "strategy.name=fedbuff", "2")
+    assert avg["final held-out loss"] == "2.4 [1.903, 2.897]"
+    # time to target over the two seeds that reached it: [25, 45], mean 35, s = 14.14, half 12.706 x 14.14 /
+    # sqrt(2) = 127.06
+    assert avg["reached target"] == "2 of 3" and avg["time to target (s)"] == "35 [-92.06, 162.1]"
+    # loss gain 1 - final / 3.0: 0.2667, 0.2, 0.1333: mean 0.2, s = 0.06667, half 4.303 x 0.06667 / sqrt(3)
+    # = 0.1656
+    assert avg["loss gain (1 - final / base)"] == "0.2 [0.03439, 0.3656]"
+    # uplink bytes are 1000 in every synthetic run: no spread, a zero-width interval
+    assert avg["uplink bytes"] == "1,000 [1,000, 1,000]"
+    assert buff["final held-out loss"].startswith("2.35 [")
+
+    bands = [f for f in figures_of(page) if f["title"].startswith("Seeds:")]
+    assert [f["title"].split(",")[0] for f in bands] == [
+        "Seeds: held-out loss against simulated time", "Seeds: held-out loss against server version",
+        "Seeds: held-out loss against cumulative uplink bytes", "Seeds: held-out loss against cumulative fleet energy"]
+    by_version = bands[1]["traces"]
+    assert len(by_version) == 6  # per group: lower edge, upper edge filled to it, mean
+    low, high, mean = by_version[:3]
+    assert high["fill"] == "tonexty" and "fill" not in low
+    assert mean["name"] == "strategy.name=fedavg (3 seeds)" and mean["line"]["color"] == PALETTE[0]
+    assert mean["x"] == [0, 1, 2, 3, 4]
+    assert mean["y"] == pytest.approx([3.0, 2.8667, 2.6667, 2.5333, 2.4], abs=1e-4)
+    # at version 4 the band is the final loss's interval
+    assert (low["y"][-1], high["y"][-1]) == pytest.approx((1.9032, 2.8968), abs=1e-4)
+    assert by_version[5]["line"]["color"] == PALETTE[3]  # the fedbuff group: its first run's colour
+
+
+def test_without_seed_groups_the_page_has_no_seed_section(make_run, tmp_path, figures_of):
+    a, b = make_run("a"), make_run("b")
+    resolved(a, 0)
+    resolved(b, 1, "fedbuff")  # differs in more than the seed
+    page = write_comparison([a, b, make_run("c")], tmp_path / "c.html")
+    assert "Seed groups" not in page.read_text(encoding="utf-8")
+    assert not any(f["title"].startswith("Seeds:") for f in figures_of(page))
+    assert len(page_tables(page)) == 1

@@ -10,7 +10,7 @@ import pytest
 from analysis.figures import LOSS_VIEWS, PHASES, sample_devices, timeline_figure
 from analysis.metrics import run_target
 from analysis.recorder import load_run
-from analysis.report import summary_rows, write_report
+from analysis.report import glance_rows, summary_rows, write_report
 
 LOSS_TITLES = {title for _, title, _ in LOSS_VIEWS}
 
@@ -184,3 +184,19 @@ def test_rejected_updates_appear_in_the_report(make_run, figures_of):
     assert bars["rejected_nonfinite"] == 3 and bars["rejected_norm"] == 2
     drops = next(f for f in figures if f["title"].startswith("Why sessions did not report"))
     assert {"rejected_nonfinite", "rejected_norm"} <= {x for t in drops["traces"] for x in t["x"]}
+
+
+def test_the_report_opens_with_what_a_reader_came_for(make_run):
+    """Loss 3.0 to 2.2 is -26.7%; the default target 2.6 is reached at version 2: t_end 25 of 70 s, 100 + 200
+    bytes up, 5 + 5 J; the uplink is 10% of full-model fine-tuning, so LoRA saved 90%."""
+    run_dir = make_run(trained_model="builtin", emulated_model="SmolLM2-135M")
+    glance = dict(glance_rows(*load_run(run_dir)))
+    assert glance["held-out loss, base model to the end"] == "3 to 2.2 (-26.7%)"
+    assert glance["simulated time to target loss 2.6"] == "25 s of 70 s run"
+    assert glance["uplink bytes to target"] == "300"
+    assert glance["fleet energy to target"] == "10 J"
+    assert glance["LoRA uplink against full-model fine-tuning"] == "10.0% of its bytes (90.0% saved)"
+    assert glance["emulated on the devices (timing, memory, bytes, energy)"] == "SmolLM2-135M"
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert page.index("<h2>At a glance</h2>") < page.index("Held-out loss against simulated time") < page.index(
+        "<h2>Summary</h2>")

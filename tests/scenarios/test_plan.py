@@ -20,7 +20,8 @@ from scenarios.loader import load_scenario, parse_scenario
 
 # A small systems-only fleet whose p95 round falls from 76 s at 2 MHz to 58 s at 8 MHz (flagship phones
 # train ~20-50 s of Qwen2.5-0.5B, then upload ~18 MB); data.min_lines keeps the text to tokenise small.
-SMALL = ["run.mode=systems", "fleet.size=200", "model.emulate=qwen2.5-0.5b", "data.min_lines=600",
+SMALL = ["run.mode=systems", "fleet.size=200", "model.emulate=qwen2.5-0.5b", "data.source=shakespeare",
+         "data.min_lines=600", "training.batch_size=16",
          "fleet.classes=[{name: flagship_phone, fraction: 0.8}, {name: mec_t4, fraction: 0.2}]",
          "run.over_selection=2", "run.deadline_s=600", "network.uplink_mhz=8", "plan.uplink_mhz_min=2",
          "plan.uplink_mhz_max=8", "plan.tolerance=0.5", "plan.rounds=5"]

@@ -22,7 +22,8 @@ def errors_of(tree: dict) -> str:
 
 def test_builtin_quickstart_is_valid():
     scenario = load_scenario("quickstart")
-    assert scenario.fleet.size >= 1000 and scenario.run.rounds >= 20
+    assert scenario.fleet.size >= 1000 and scenario.run.rounds >= 12
+    assert scenario.data.source == "assistant" and scenario.model.emulate == "SmolLM2-135M"
 
 
 def test_unknown_key_is_named():

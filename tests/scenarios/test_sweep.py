@@ -1,5 +1,7 @@
-"""Sweeps: the grid of overrides, the headline figure from a table alone, and whole sweeps on Ray: local, on a
-two-node cluster, and in train mode (actors created inside each trial's placement group)."""
+"""Sweeps: the grid of overrides and of seeds, the headline figure from a table alone, the seed groups' table
+and bands from synthetic trial folders, and whole sweeps on Ray: local, on a two-node cluster, in train mode
+(actors created inside each trial's placement group), and over seeds on a machine with fewer cores than a
+trial's driver and actors."""
 
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.sweep_report import bandwidth_figures, field_values
-from scenarios.grid import grid, split_values
-from scenarios.sweep import run_sweep
+from analysis.sweep_report import bandwidth_figures, field_values, write_sweep
+from scenarios.grid import grid, seed_values, split_values
+from scenarios.sweep import TrialResult, run_sweep
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
 
@@ -85,6 +88,60 @@ def test_trial_names_are_safe_folder_names():
         assert trial.name.startswith(f"{trial.index:03d}-classes-")
 
 
+def test_seeds_are_the_last_axis_and_every_trial_name_shows_its_seed():
+    trials = grid(["strategy.name=fedavg,fedprox"], seed_values(7, 3))
+    assert [t.settings for t in trials[:4]] == [
+        (("strategy.name", "fedavg"), ("seed", "7")), (("strategy.name", "fedavg"), ("seed", "8")),
+        (("strategy.name", "fedavg"), ("seed", "9")), (("strategy.name", "fedprox"), ("seed", "7"))]
+    assert [t.name for t in trials[2:4]] == ["002-name-fedavg_seed-9", "003-name-fedprox_seed-7"]
+    assert [t.name for t in grid([], [0, 1])] == ["000-seed-0", "001-seed-1"]  # seeds alone
+    # a long setting is cut, the seed never
+    [long] = grid(["fleet.classes=[{name: " + "x" * 80 + ", fraction: 1}]"], [12])
+    assert long.name.endswith("_seed-12") and len(long.name) == 4 + 60
+
+
+def test_seeds_conflicting_with_a_seed_axis_or_fewer_than_one_are_refused():
+    with pytest.raises(ScenarioError, match="--seeds and --set seed"):
+        grid(["seed=1,2"], [0, 1])
+    with pytest.raises(ScenarioError, match="--seeds 0"):
+        seed_values(0, 0)
+
+
+def test_seeds_start_from_the_scenario_seed_and_a_local_ray_fits_the_largest_trial(tmp_path, monkeypatch, small):
+    """No Ray: the session and the trials are stand-ins that record what they were given."""
+    import contextlib
+
+    import fleet.pool
+    import scenarios.sweep as sweep
+
+    sessions, ran = [], {}
+
+    @contextlib.contextmanager
+    def session(address, cpus, *args):
+        sessions.append((address, cpus))
+        yield
+
+    def trials_not_run(trials, scenarios, sweep_dir, progress):
+        ran.update({t.name: s.seed for t, s in zip(trials, scenarios)})
+        return {t.index: TrialResult({}, "", math.nan, math.nan, "not run") for t in trials}
+
+    monkeypatch.setattr(fleet.pool, "ray_session", session)
+    monkeypatch.setattr(sweep, "check_capacity", lambda trials, scenarios: None)
+    monkeypatch.setattr(sweep, "run_trials", trials_not_run)
+    # train mode, 64 actors: a trial needs 65 CPUs, more than this machine's cores
+    train = [s for s in small if not s.startswith("run.mode")] + ["runtime.workers=64", "seed=5"]
+    sweep_dir = run_sweep("quickstart", ["strategy.name=fedavg,fedprox"], out=tmp_path / "a", progress=False,
+                          fixed=train, seeds=2)
+    assert ran == {"000-name-fedavg_seed-5": 5, "001-name-fedavg_seed-6": 6, "002-name-fedprox_seed-5": 5,
+                   "003-name-fedprox_seed-6": 6}
+    seeds = pd.read_csv(sweep_dir / "sweep_seeds.csv")
+    assert seeds["strategy.name"].tolist() == ["fedavg", "fedprox"] and seeds["ran"].tolist() == [0, 0]
+    # on a cluster the CPUs are the nodes': this machine's count is passed, and the capacity check decides
+    run_sweep("quickstart", ["strategy.name=fedavg"], out=tmp_path / "b", progress=False, fixed=train,
+              address="10.0.0.1:6379")
+    assert sessions == [(None, max(os.cpu_count(), 65)), ("10.0.0.1:6379", os.cpu_count())]
+
+
 def test_swept_values_are_typed_when_uniform():
     assert field_values(pd.Series(["5", "10", "2.5"])).tolist() == [5, 10, 2.5]
     assert field_values(pd.Series(["fedavg", "'fedprox'"])).tolist() == ["fedavg", "fedprox"]
@@ -144,6 +201,92 @@ def test_bandwidth_figure_without_loss_shows_round_duration():
 def test_no_bandwidth_figure_when_bandwidth_is_not_swept():
     table = table_of([(5, "fedavg", 1.0)], loss=True).drop(columns="network.uplink_mhz")
     assert bandwidth_figures(table, 3.0) == []
+
+
+def test_bandwidth_figures_over_seeds_draw_the_mean_and_its_band():
+    # 5 MHz: seeds 100 and 120, mean 110, s = 14.14, half 12.706 x 14.14 / sqrt(2) = 127.06; 20 MHz: one
+    # seed reached the target (40), the other did not: a mean of one and no band
+    table = pd.DataFrame({"trial": range(4), "network.uplink_mhz": [5, 5, 20, 20], "seed": [0, 1, 0, 1],
+                          "status": "ok", "final_loss": 3.0, "time_to_target_s": [100.0, 120.0, 40.0, math.nan],
+                          "uplink_bytes_to_target": 1.0, "energy_to_target_j": 1.0})
+    low, high, mean = bandwidth_figures(table, target=3.0)[0].data
+    assert high.fill == "tonexty" and mean.name == "all trials"
+    assert list(mean.x) == [5, 20] and list(mean.y) == [110.0, 40.0]
+    assert high.y[0] == pytest.approx(237.06, abs=1e-2) and low.y[0] == pytest.approx(-17.06, abs=1e-2)
+    assert math.isnan(high.y[1])
+
+
+# --- the seed groups, from synthetic trial folders ------------------------------------------------------
+
+T_END = [0.0, 10.0, 25.0, 45.0, 70.0]
+# final held-out loss per trial: fedavg seeds 0-2 2.2, 2.4, 2.6 (mean 2.4, s = 0.2, half 4.303 x 0.2 / sqrt(3)
+# = 0.4968); fedprox seeds 0, 1: 2.3, 2.5 (mean 2.4, s = 0.1414, half 12.706 x 0.1414 / sqrt(2) = 1.2706),
+# seed 2 failed
+TRIAL_LOSSES = [[3.0, 2.8, 2.5, 2.4, 2.2], [3.0, 2.9, 2.7, 2.5, 2.4], [3.0, 2.9, 2.8, 2.7, 2.6],
+                [3.0, 2.8, 2.6, 2.4, 2.3], [3.0, 2.9, 2.7, 2.6, 2.5], None]
+COMPLETION = [0.5, 0.6, 0.7, 0.8, 0.8, None]
+
+
+def trial_folder(folder: Path, loss: list[float], completion: float) -> None:
+    """The files of a finished run that the sweep's table and page read."""
+    folder.mkdir(parents=True)
+    n = len(loss)
+    pd.DataFrame({"round": range(n), "version": range(n), "t_start": [0.0] + T_END[:-1], "t_end": T_END,
+                  "duration_s": np.diff([0.0] + T_END), "completed": [0] + [3] * (n - 1),
+                  "bytes_up": [0] + [100] * (n - 1), "bytes_down": [0] + [1000] * (n - 1),
+                  "energy_j": [0.0] + [5.0] * (n - 1), "eval_loss": loss}).to_parquet(folder / "rounds.parquet")
+    pd.DataFrame({"device": pd.Series(dtype="int64")}).to_parquet(folder / "clients.parquet")
+    summary = {"base_eval_loss": loss[0], "final_eval_loss": loss[-1], "simulated_time_s": T_END[-1],
+               "bytes_up": 400, "bytes_down": 4000, "energy_j": 20.0, "completion_rate": completion,
+               "mean_round_s": 17.5}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_seed_groups_table_and_bands_from_trial_folders(tmp_path, figures_of):
+    trials = grid(["strategy.name=fedavg,fedprox"], [0, 1, 2])
+    results = {}
+    for trial, loss, completion in zip(trials, TRIAL_LOSSES, COMPLETION):
+        if loss is None:
+            results[trial.index] = TrialResult({}, "n", 0.0, 1.0, "RuntimeError: lost")
+        else:
+            trial_folder(tmp_path / "trials" / trial.name, loss, completion)
+            results[trial.index] = TrialResult({"summary.json": b""}, "n", 0.0, 1.0)
+    table = write_sweep(tmp_path, trials, results, 2.5, None, "seeds")
+    assert len(table) == 6 and table["seed"].tolist() == [0, 1, 2, 0, 1, 2]  # one row per trial still
+    assert table["loss_gain"][0] == pytest.approx(1 - 2.2 / 3.0)
+
+    seeds = pd.read_csv(tmp_path / "sweep_seeds.csv")
+    pd.testing.assert_frame_equal(seeds, pd.read_parquet(tmp_path / "sweep_seeds.parquet"), check_dtype=False)
+    avg, prox = seeds.to_dict("records")
+    assert (avg["strategy.name"], avg["seeds"], avg["ran"], avg["trials"]) == ("fedavg", 3, 3, "0,1,2")
+    assert (prox["seeds"], prox["ran"], prox["trials"], prox["final_loss_n"]) == (3, 2, "3,4,5", 2)
+    assert (avg["final_loss_mean"], avg["final_loss_low"], avg["final_loss_high"]) == pytest.approx(
+        (2.4, 2.4 - 0.4968, 2.4 + 0.4968), abs=1e-4)
+    assert (prox["final_loss_mean"], prox["final_loss_high"]) == pytest.approx((2.4, 2.4 + 1.2706), abs=1e-4)
+    # target 2.5: fedavg seeds 0 and 1 reach it at t 25 and 45, seed 2 never
+    assert (avg["time_to_target_s_n"], avg["time_to_target_s_mean"]) == (2, 35.0)
+    assert avg["uplink_bytes_to_target_mean"] == 250.0  # 200 and 300 bytes by then
+    assert avg["completion_rate_mean"] == pytest.approx(0.6) and avg["loss_gain_mean"] == pytest.approx(0.2)
+
+    page = (tmp_path / "sweep.html").read_text(encoding="utf-8")
+    assert page.index("<h2>At a glance</h2>") < page.index("<h2>Seeds</h2>") < page.index("<h2>Trials</h2>")
+    assert "<td>20.0% [" in page  # the glance: fedavg's loss gain, 1 - 2.4 / 3.0, in percent
+    assert "2.4 [1.903, 2.897]" in page and "2 of 3" in page
+    bands = [f for f in figures_of(tmp_path / "sweep.html") if f["title"].startswith("Seeds:")]
+    assert len(bands) == 4
+    names = [t["name"] for t in bands[0]["traces"]]
+    assert names[2::3] == ["strategy.name=fedavg (3 seeds)", "strategy.name=fedprox (2 seeds)"]
+    mean = bands[0]["traces"][2]  # fedavg against simulated time
+    assert mean["x"] == T_END and mean["y"] == pytest.approx([3.0, 2.8667, 2.6667, 2.5333, 2.4], abs=1e-4)
+
+
+def test_a_sweep_without_seeds_writes_no_seed_table(tmp_path):
+    trials = grid(["strategy.name=fedavg,fedprox"])
+    for trial, loss in zip(trials, TRIAL_LOSSES):
+        trial_folder(tmp_path / "trials" / trial.name, loss, 0.5)
+    write_sweep(tmp_path, trials, {t.index: TrialResult({"x": b""}, "n", 0.0, 1.0) for t in trials}, None, None, "x")
+    assert not (tmp_path / "sweep_seeds.csv").exists()
+    assert "<h2>Seeds</h2>" not in (tmp_path / "sweep.html").read_text(encoding="utf-8")
 
 
 # --- whole sweeps on Ray -----------------------------------------------------------------------------------
@@ -279,7 +422,7 @@ def test_train_mode_trials_create_their_actors_inside_their_placement_groups(ray
     outside the group would find no CPU and the sweep would never end."""
     fixed = [s for s in small if not s.startswith(("run.mode", "run.rounds"))]
     fixed += ["run.rounds=2", "runtime.workers=1", "run.clients_per_round=4", "training.local_steps=2",
-              "data.eval_windows=8"]
+              "data.eval_windows=8", "output.target_loss=null"]
     sweep_dir = run_sweep("quickstart", ["strategy.name=fedavg,fedprox"], out=tmp_path / "sweep", progress=False,
                           fixed=fixed)
     table = check_outputs(sweep_dir, 2)
@@ -290,3 +433,24 @@ def test_train_mode_trials_create_their_actors_inside_their_placement_groups(ray
     # Default target: the highest final loss, which every trial reaches.
     assert table["time_to_target_s"].notna().all()
     assert f"Target held-out loss {table['final_loss'].max():.4g}" in (sweep_dir / "sweep.html").read_text()
+
+
+# 40-50 s: two trials that train, one after the other, each a driver and 2 actors on 2 cores
+@pytest.mark.slow
+def test_a_sweep_over_seeds_runs_two_workers_on_two_cores(tmp_path, tiny_jsonl):
+    """`fedfleet sweep quickstart --seeds 2`: each trial needs 3 CPUs (a driver and the quickstart's 2 workers);
+    a local Ray gets them on a machine of 2 cores, where the capacity check would refuse a Ray of 2 CPUs."""
+    fixed = ["run.rounds=2", "fleet.size=100", "run.clients_per_round=4", "training.local_steps=2",
+             "data.source=jsonl", f"data.path={tiny_jsonl}", "data.eval_windows=8", "output.report=false"]
+    with tempfile.TemporaryDirectory(prefix="rs", dir="/tmp", ignore_cleanup_errors=True) as ray_tmp:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp}
+        done = subprocess.run([sys.executable, "-m", "scenarios.cli", "sweep", "quickstart", "--seeds", "2",
+                               *[arg for item in fixed for arg in ("--fix", item)], "--quiet",
+                               "--out", str(tmp_path / "sweep")], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = check_outputs(tmp_path / "sweep", 2)
+    assert table["seed"].tolist() == [0, 1] and table["run"].str.endswith(("seed-0", "seed-1")).all()
+    seeds = pd.read_parquet(tmp_path / "sweep" / "sweep_seeds.parquet")
+    assert seeds["seeds"].tolist() == [2] and seeds["final_loss_n"].tolist() == [2]
+    assert math.isfinite(seeds["final_loss_low"][0])
