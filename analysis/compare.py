@@ -241,7 +241,7 @@ SEED_METRICS = {  # seed_table column -> what the page calls its mean and interv
     "simulated_s": "simulated time (s)",
     "bytes_up": "uplink bytes",
     "energy_j": "fleet energy (J)",
-    "time_to_target_s": "time to target (s)",
+    "time_to_target_s": "simulated time to target (s)",
     "uplink_bytes_to_target": "uplink bytes to target",
     "energy_to_target_j": "fleet energy to target (J)",
     "completion_rate": "completion rate",

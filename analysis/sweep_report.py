@@ -253,8 +253,9 @@ def write_sweep_page(sweep_dir: Path, table: pd.DataFrame, target: float | None,
     runs = {Path(run).name: sweep_dir / run for run in ok["run"]}
     if seeds is not None:
         by = group_fields(table)
-        about = (f"{len(seeds)} groups of trials that differ only in seed; 'ran': the group's trials that did not "
-                 f"fail. {SEEDS_ABOUT}")
+        groups = "1 group" if len(seeds) == 1 else f"{len(seeds)} groups"
+        about = (f"{groups} of trials that differ only in seed; 'ran': the group's trials that did not fail. "
+                 f"{SEEDS_ABOUT}")
         about += f" Target held-out loss {target:.4g} ({how})." if target is not None else ""
         headline, *bands = seed_band_figures(seed_groups(sweep_dir, table), target) or [None]
         glance = ("At a glance", "Mean over the seeds, with the 95% confidence interval of that mean in brackets. "

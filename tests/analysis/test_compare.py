@@ -185,7 +185,7 @@ def test_comparison_page_shows_each_seed_group_with_its_interval(make_run, tmp_p
     assert avg["final held-out loss"] == "2.4 [1.903, 2.897]"
     # time to target over the two seeds that reached it: [25, 45], mean 35, s = 14.14, half 12.706 x 14.14 /
     # sqrt(2) = 127.06
-    assert avg["reached target"] == "2 of 3" and avg["time to target (s)"] == "35 [-92.06, 162.1]"
+    assert avg["reached target"] == "2 of 3" and avg["simulated time to target (s)"] == "35 [-92.06, 162.1]"
     # loss gain 1 - final / 3.0: 0.2667, 0.2, 0.1333: mean 0.2, s = 0.06667, half 4.303 x 0.06667 / sqrt(3)
     # = 0.1656
     assert avg["loss gain (1 - final / base)"] == "0.2 [0.03439, 0.3656]"
