@@ -21,12 +21,12 @@ import plotly.graph_objects as go
 import yaml
 
 from analysis import figures as fg
-from analysis.compare import (SEED_METRICS, SEEDS_ABOUT, SeedGroup, comparison_figures, seed_band_figures, seed_table,
-                              shown_seed_table, to_target, write_page)
+from analysis.compare import comparison_figures, to_target, write_page
 from analysis.detection import detection_columns
 from analysis.intervals import interval
 from analysis.metrics import loss_gain, with_cumulative
 from analysis.page import PALETTE, fmt, in_units
+from analysis.seeds import SEED_METRICS, SEEDS_ABOUT, SeedGroup, seed_band_figures, seed_table, shown_seed_table
 
 BANDWIDTH = "network.uplink_mhz"
 SEED = "seed"
@@ -130,7 +130,7 @@ def group_fields(table: pd.DataFrame) -> list[str]:
 def sweep_seed_table(table: pd.DataFrame) -> pd.DataFrame | None:
     """One row per group of trials that differ only in seed: the other swept fields, `seeds` (trials in the
     group), `ran` (those that did not fail), `trials` (their numbers) and each metric's count measured, mean,
-    standard deviation and 95% interval (analysis.compare.seed_table). None for a sweep without a seed axis."""
+    standard deviation and 95% interval (analysis.seeds.seed_table). None for a sweep without a seed axis."""
     if SEED not in swept_fields(table):
         return None
     by = group_fields(table)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.compare import (SeedGroup, default_target, load_runs, run_row, seed_band_figures, seed_row,
-                              seed_table, shown_seed_table)
+from analysis.compare import default_target, load_runs, run_row
+from analysis.seeds import SeedGroup, seed_band_figures, seed_row, seed_table, shown_seed_table
 from analysis.intervals import Difference, Interval, welch
 from analysis.page import PALETTE, fmt, write_page
 from fleet.pool import ray_session
@@ -52,7 +52,8 @@ QUICK = ["run.rounds=3", "fleet.size=100", "training.local_steps=2", "data.eval_
 
 @dataclass(frozen=True)
 class Claim:
-    """`better` beats `than` on `metric` (a column of analysis.compare.run_row or seed_row; lower is better)."""
+    """`better` beats `than` on `metric` (a column of analysis.compare.run_row or analysis.seeds.seed_row; lower
+    is better)."""
 
     says: str
     metric: str

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.compare import (comparison_figures, comparison_table, group_labels, seed_groups, to_target,
-                              unique_labels, write_comparison)
+from analysis.compare import comparison_figures, comparison_table, to_target, unique_labels, write_comparison
+from analysis.seeds import group_labels, seed_groups
 from analysis.page import PALETTE
 from analysis.recorder import load_run
 from analysis.recorder import NotARunFolder
