@@ -101,7 +101,7 @@ def glance_rows(rounds: pd.DataFrame, clients: pd.DataFrame, summary: dict) -> l
             return NOT_MEASURED
         return "not reached" if math.isnan(reached[key]) else show(reached[key])
 
-    rows = [
+    return [
         ("held-out loss, base model to the end",
          f"{fmt(base)} to {fmt(final)} ({(final - base) / base:+.1%})" if base and final is not None else NOT_MEASURED),
         (f"simulated time to target loss {fmt(target)}" if target is not None else "simulated time to target loss",
@@ -114,7 +114,6 @@ def glance_rows(rounds: pd.DataFrame, clients: pd.DataFrame, summary: dict) -> l
         ("trained on the host (learning curves)", summary.get("trained_model") or NOT_MEASURED),
         ("emulated on the devices (timing, memory, bytes, energy)", summary.get("emulated_model") or NOT_MEASURED),
     ]
-    return [(label, value) for label, value in rows]
 
 
 def size(n) -> str | None:
