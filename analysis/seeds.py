@@ -126,17 +126,20 @@ def seed_table(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return interval_table(rows, by, list(SEED_METRICS))
 
 
+def interval_cell(row, column: str, show=fmt) -> str:
+    """One seed_table row's `column` as 'mean [low, high]', each number written by `show`."""
+    n, mean, low, high = (getattr(row, f"{column}_{k}") for k in ("n", "mean", "low", "high"))
+    if n == 0:
+        return "not reached" if column in TO_TARGET else "not measured"
+    return show(mean) + (f" [{show(low)}, {show(high)}]" if n >= 2 else " (one seed: no interval)")
+
+
 def interval_text(table: pd.DataFrame, column: str) -> list[str]:
-    """'mean [low, high]' per row, and where fewer seeds measured it than the group has, how many did."""
+    """interval_cell per row, and where fewer seeds measured it than the group has, how many did."""
     cells = []
     for row in table.itertuples(index=False):
-        n, seeds = getattr(row, f"{column}_n"), row.seeds
-        mean, low, high = (getattr(row, f"{column}_{k}") for k in ("mean", "low", "high"))
-        if n == 0:
-            cells.append("not reached" if column in TO_TARGET else "not measured")
-            continue
-        cell = fmt(mean) + (f" [{fmt(low)}, {fmt(high)}]" if n >= 2 else " (one seed: no interval)")
-        cells.append(cell if n == seeds or column in TO_TARGET else f"{cell}, {n} of {seeds} seeds")
+        cell, n = interval_cell(row, column), getattr(row, f"{column}_n")
+        cells.append(cell if n in (0, row.seeds) or column in TO_TARGET else f"{cell}, {n} of {row.seeds} seeds")
     return cells
 
 

@@ -26,7 +26,8 @@ from analysis.detection import detection_columns
 from analysis.intervals import interval
 from analysis.metrics import loss_gain, with_cumulative
 from analysis.page import PALETTE, fmt, in_units
-from analysis.seeds import SEED_METRICS, SEEDS_ABOUT, SeedGroup, seed_band_figures, seed_table, shown_seed_table
+from analysis.seeds import (SEED_METRICS, SEEDS_ABOUT, SeedGroup, interval_cell, seed_band_figures, seed_table,
+                            shown_seed_table)
 
 BANDWIDTH = "network.uplink_mhz"
 SEED = "seed"
@@ -220,7 +221,8 @@ def glance_table(sweep_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame) -> p
     labels = [group_label(by, row) for row in seeds[by].itertuples(index=False)] if by else ["all trials"]
     rows = {"seeds (reached target)": [f"{s} ({n})" for s, n in zip(seeds["seeds"], seeds["time_to_target_s_n"])]}
     for column in GLANCE:
-        rows[SEED_METRICS[column]] = [interval_cell(row, column) for row in seeds.itertuples(index=False)]
+        rows[SEED_METRICS[column]] = [interval_cell(row, column, glance_number(column))
+                                      for row in seeds.itertuples(index=False)]
     ok = table[table["status"] == "ok"]
     keyed = ok.groupby(by, sort=False, dropna=False) if by else [((), ok)]
     summaries = [json.loads((sweep_dir / group["run"].iloc[0] / "summary.json").read_text()) for _, group in keyed]
@@ -229,12 +231,9 @@ def glance_table(sweep_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame) -> p
     return pd.DataFrame([[name, *cells] for name, cells in rows.items()], columns=["", *labels])
 
 
-def interval_cell(row, column: str) -> str:
-    n, mean, low, high = (getattr(row, f"{column}_{k}") for k in ("n", "mean", "low", "high"))
-    show = (lambda v: f"{v:.1%}") if column in SHARES else in_units if "bytes" in column else fmt
-    if n == 0:
-        return "not reached"
-    return show(mean) + (f" [{show(low)}, {show(high)}]" if n >= 2 else " (one seed)")
+def glance_number(column: str):
+    """How the glance writes a figure of `column`: shares in percent, bytes in units."""
+    return (lambda v: f"{v:.1%}") if column in SHARES else in_units if "bytes" in column else fmt
 
 
 def write_sweep_page(sweep_dir: Path, table: pd.DataFrame, target: float | None, how: str, title: str,
