@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import yaml
 
 from analysis import figures as fg
+from analysis.detection import detection_columns
 from analysis.intervals import curve_band, interval_table
 from analysis.metrics import final_loss, loss_gain, to_target
 from analysis.page import fmt
@@ -35,7 +36,16 @@ SEED_METRICS = {  # seed_table column -> what the page calls its mean and interv
     "completion_rate": "completion rate",
     "uplink_fraction_of_full": "LoRA uplink, share of full-model fine-tuning",
 }
-TO_TARGET = ("time_to_target_s", "uplink_bytes_to_target", "energy_to_target_j")
+#: Fault-detection figures (analysis/detection.py) a group gets where its runs scored cell-site logs.
+DETECTION_SEED_METRICS = {
+    "detection_auroc_personal": "detection AUROC at the end (sites' own adapters)",
+    "detection_auroc_base": "detection AUROC, base model",
+    "detection_auroc_local": "detection AUROC, local-only",
+    "time_to_detection_target_s": "simulated time to detection target (s)",
+    "uplink_bytes_to_detection_target": "uplink bytes to detection target",
+}
+TO_TARGET = ("time_to_target_s", "uplink_bytes_to_target", "energy_to_target_j", "time_to_detection_target_s",
+             "uplink_bytes_to_detection_target")
 BAND_VIEWS = (  # x column of the rounds (with_cumulative columns), what the title calls it, axis title
     ("t_end", "simulated time", "simulated time (s)"),
     ("version", "server version", "server version"),
@@ -106,8 +116,10 @@ def shown_value(text: str) -> str:
 
 
 def seed_row(run, target: float | None) -> dict:
-    """The SEED_METRICS of one run (an analysis.compare.Run); NaN where not measured or not reached."""
+    """The SEED_METRICS of one run (an analysis.compare.Run), and its DETECTION_SEED_METRICS where it has
+    them; NaN where not measured or not reached."""
     rounds, summary = run.rounds, run.summary
+    detection = detection_columns(rounds, summary)
     return {
         "final_loss": final_loss(rounds),
         "loss_gain": loss_gain(summary),
@@ -117,13 +129,19 @@ def seed_row(run, target: float | None) -> dict:
         **{k: v for k, v in to_target(rounds, target).items() if k in SEED_METRICS},
         "completion_rate": math.nan if summary.get("completion_rate") is None else summary["completion_rate"],
         "uplink_fraction_of_full": summary.get("uplink_fraction_of_full") or math.nan,
+        **{k: v for k, v in detection.items() if k in DETECTION_SEED_METRICS},
     }
 
 
+def seed_metrics(columns) -> dict[str, str]:
+    """SEED_METRICS, and the DETECTION_SEED_METRICS among `columns`: column -> heading."""
+    return SEED_METRICS | {k: v for k, v in DETECTION_SEED_METRICS.items() if k in columns}
+
+
 def seed_table(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """One row per seed group of `rows` (one row per seed, SEED_METRICS columns): `seeds`, and per metric
+    """One row per seed group of `rows` (one row per seed, seed_metrics columns): `seeds`, and per metric
     its count measured, mean, standard deviation and 95% interval (analysis.intervals.interval_table)."""
-    return interval_table(rows, by, list(SEED_METRICS))
+    return interval_table(rows, by, list(seed_metrics(rows.columns)))
 
 
 def interval_cell(row, column: str, show=fmt) -> str:
@@ -147,8 +165,11 @@ def shown_seed_table(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     """seed_table as the page shows it: the `first` columns as they are (the group, the seeds), 'reached
     target' (k of n), then each metric as 'mean [95% interval]'."""
     shown = table[first].astype(object)
-    shown["reached target"] = [f"{n} of {s}" for n, s in zip(table["time_to_target_s_n"], table["seeds"])]
-    for column, heading in SEED_METRICS.items():
+    for column, what in (("time_to_target_s", "reached target"),
+                         ("time_to_detection_target_s", "reached detection target")):
+        if f"{column}_n" in table:
+            shown[what] = [f"{n} of {s}" for n, s in zip(table[f"{column}_n"], table["seeds"])]
+    for column, heading in seed_metrics({c.removesuffix("_n") for c in table.columns}).items():
         shown[heading] = interval_text(table, column)
     return shown
 

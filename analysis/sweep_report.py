@@ -26,8 +26,8 @@ from analysis.detection import detection_columns
 from analysis.intervals import interval
 from analysis.metrics import loss_gain, with_cumulative
 from analysis.page import PALETTE, fmt, in_units
-from analysis.seeds import (SEED_METRICS, SEEDS_ABOUT, SeedGroup, interval_cell, seed_band_figures, seed_table,
-                            shown_seed_table)
+from analysis.seeds import (SEED_METRICS, SEEDS_ABOUT, SeedGroup, interval_cell, seed_band_figures, seed_metrics,
+                            seed_table, shown_seed_table)
 
 BANDWIDTH = "network.uplink_mhz"
 SEED = "seed"
@@ -220,9 +220,10 @@ def glance_table(sweep_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame) -> p
     by = group_fields(table)
     labels = [group_label(by, row) for row in seeds[by].itertuples(index=False)] if by else ["all trials"]
     rows = {"seeds (reached target)": [f"{s} ({n})" for s, n in zip(seeds["seeds"], seeds["time_to_target_s_n"])]}
-    for column in GLANCE:
-        rows[SEED_METRICS[column]] = [interval_cell(row, column, glance_number(column))
-                                      for row in seeds.itertuples(index=False)]
+    metrics = seed_metrics({c.removesuffix("_n") for c in seeds.columns})
+    for column in GLANCE + tuple(c for c in metrics if c not in SEED_METRICS):
+        rows[metrics[column]] = [interval_cell(row, column, glance_number(column))
+                                 for row in seeds.itertuples(index=False)]
     ok = table[table["status"] == "ok"]
     keyed = ok.groupby(by, sort=False, dropna=False) if by else [((), ok)]
     summaries = [json.loads((sweep_dir / group["run"].iloc[0] / "summary.json").read_text()) for _, group in keyed]

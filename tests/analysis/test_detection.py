@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 import pytest
 
 from analysis.compare import comparison_table, write_comparison
@@ -111,3 +112,26 @@ def test_comparison_measures_every_run_to_the_lowest_detection_target(make_run, 
     over_time = [f for f in figures_of(page) if f["title"].startswith("Fault-detection AUROC")]
     assert [t["y"] for t in over_time[0]["traces"]] == [[0.55, 0.60, 0.66, 0.71, 0.72], OWN]
     assert "time to detection target (s)" in page.read_text(encoding="utf-8")
+
+
+def test_seed_groups_carry_detection_figures_with_intervals(make_run, tmp_path):
+    # three seeds of one scenario; the sites' own adapters per version, and where each holds AUROC 0.65:
+    #   seed 0: OWN                              -> from version 1: t_end 10, 100 bytes up
+    #   seed 1: 0.55 0.60 0.66 0.71 0.72         -> from version 2: t_end 25, 300 bytes up
+    #   seed 2: 0.55 0.60 0.60 0.62 0.63         -> never
+    # final AUROC (the sites' table, the same in each seed): (0.9 + 0.7 + 0.74) / 3 = 0.78, no spread
+    # time to target over the two seeds that reached it: mean 17.5, s = 10.607, half 12.706 x 10.607 / sqrt(2)
+    # = 95.30: [-77.8, 112.8]
+    own = [OWN, [0.55, 0.60, 0.66, 0.71, 0.72], [0.55, 0.60, 0.60, 0.62, 0.63]]
+    runs = []
+    for seed, curve in enumerate(own):
+        run_dir = detection_run(make_run, f"s{seed}", curve, target=0.65)
+        tree = {"name": "cells", "seed": seed, "strategy": {"name": "fedavg"}, "output": {"dir": str(seed)}}
+        (run_dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(tree))
+        runs.append(run_dir)
+    page = write_comparison(runs, tmp_path / "c.html").read_text(encoding="utf-8")
+    seeds = page[page.index("<h2>Seed groups</h2>"):page.index("<h2>Runs</h2>")]
+    assert "2 of 3" in seeds  # reached the detection target
+    assert "0.78 [0.78, 0.78]" in seeds
+    assert "17.5 [-77.8, 112.8]" in seeds
+    assert "200 [-1,071, 1,471]" in seeds  # bytes: 100 and 300, s = 141.4, half 12.706 x 100 = 1,270.6

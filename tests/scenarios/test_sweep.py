@@ -454,3 +454,24 @@ def test_a_sweep_over_seeds_runs_two_workers_on_two_cores(tmp_path, tiny_jsonl):
     seeds = pd.read_parquet(tmp_path / "sweep" / "sweep_seeds.parquet")
     assert seeds["seeds"].tolist() == [2] and seeds["final_loss_n"].tolist() == [2]
     assert math.isfinite(seeds["final_loss_low"][0])
+
+
+def test_the_glance_of_a_fault_detection_sweep_gives_its_auroc(tmp_path):
+    # two seeds; the sites' own adapters score 0.60 and 0.70 at the end (the summary's site means): mean
+    # 0.65, s = 0.0707, half 12.706 x 0.0707 / sqrt(2) = 0.6353
+    trials = grid([], [0, 1])
+    for trial, final in zip(trials, (0.60, 0.70)):
+        folder = tmp_path / "trials" / trial.name
+        trial_folder(folder, TRIAL_LOSSES[0], 0.5)
+        rounds = pd.read_parquet(folder / "rounds.parquet")
+        rounds.assign(detection_auroc_personal=[0.5, 0.55, 0.6, 0.65, final]).to_parquet(folder / "rounds.parquet")
+        summary = json.loads((folder / "summary.json").read_text())
+        summary |= {"detection_sites": 3, "detection_auroc_personal": final, "detection_auroc_base": 0.5,
+                    "detection_auroc_local": 0.45, "detection_auroc_tuned": 0.7, "detection_target_auroc": 0.9}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    write_sweep(tmp_path, trials, {t.index: TrialResult({"x": b""}, "n", 0.0, 1.0) for t in trials}, None, None, "x")
+    page = (tmp_path / "sweep.html").read_text(encoding="utf-8")
+    glance = page[page.index("<h2>At a glance</h2>"):page.index("<h2>Seeds</h2>")]
+    assert "detection AUROC at the end" in glance
+    assert "0.65 [0.01469, 1.285]" in glance
+    assert "reached detection target" in page and "0 of 2" in page  # 0.9 is never reached
