@@ -739,7 +739,9 @@ class Emulator:
             **{outcome: outcomes.count(outcome) for outcome in OUTCOMES if outcome != "completed"},
             "abandoned": abandoned,
             "bytes_up": int(sum(s.bytes_up for s in logs)),
-            "bytes_down": int(round(sum(s.bytes_down_air for s in logs))),  # sent by the cells
+            # sent by the network: a cell's broadcast once for all its receivers, a site's backhaul per copy
+            "bytes_down": int(round(sum(s.bytes_down if self.cells.at_site[s.device] else s.bytes_down_air
+                                        for s in logs))),
             "energy_j": float(sum(s.energy_j for s in logs)),
             "staleness_mean": float(np.mean(staleness)) if staleness else float("nan"),
             "staleness_max": int(max(staleness)) if staleness else 0,

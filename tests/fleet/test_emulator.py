@@ -439,6 +439,12 @@ def test_servers_at_the_site_use_the_backhaul_not_the_radio():
     phones = [s for s in sink.sessions_rows if s["device_class"] == "flagship_phone"]
     assert phones and all(s["bytes_up_air"] == s["bytes_up"] for s in phones)
     assert all(s["bytes_down_air"] == s["bytes_down"] for s in phones)
+    # the round's bytes are what the network carried, the sites' backhaul as well as the cells' radio: every
+    # session's download and every completed upload, both ways alike
+    for rnd in (1, 2):
+        ended = [s for s in sink.sessions_rows if s["round"] == rnd]
+        assert sink.rounds[rnd]["bytes_down"] == sum(s["bytes_down"] for s in ended) > 0
+        assert sink.rounds[rnd]["bytes_up"] == sum(s["bytes_up"] for s in ended)
 
 
 def test_a_local_time_budget_gives_each_device_the_steps_that_fit():
