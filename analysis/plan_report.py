@@ -1,4 +1,5 @@
-"""What a capacity plan shows: the printed table, plan.json, plan.csv (per device class) and plan.html.
+"""What a capacity plan shows: the printed table, plan.json, plan.csv (per device class), plan_hours.csv (per
+hour of a horizon) and plan.html.
 
 Everything here reads the plan as plan.json holds it (a dict; null where a duration is unbounded), so a
 plan folder can be printed again without rerunning it.
@@ -7,8 +8,10 @@ plan folder can be printed again without rerunning it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -99,7 +102,105 @@ def format_plan(plan: dict) -> str:
         "Probes (in the order run)",
         text_table(PROBE_HEADER, probe_rows(plan)),
     ]
+    if plan.get("horizon"):
+        horizon = plan["horizon"]
+        lines += ["", HORIZON_HEADING, horizon_text(horizon), text_table(HOUR_HEADER, hour_rows(horizon))]
     return "\n".join(lines)
+
+
+# --- the horizon, hour by hour -------------------------------------------------------------------------
+
+HOUR_HEADER = ["hour", "rounds", "p50", "p95", "short", "invited", "completed", "completion", "up MB/cell",
+               "up MB peak", "down MB/cell", "down MB peak"]
+
+
+def hour_label(hour: int) -> str:
+    """'14:00', or 'day 2 14:00' past the first day (hours count from midnight, t = 0)."""
+    clock = f"{hour % 24:02d}:00"
+    return clock if hour < 24 else f"day {hour // 24 + 1} {clock}"
+
+
+HORIZON_HEADING = "Hour by hour over the horizon"
+
+
+def horizon_text(horizon: dict) -> str:
+    return (horizon["message"] + " A round and its sessions count in the hour the round opened; * marks the busy "
+            "hour, the most traffic over the air per cell (uplink plus downlink); MB per cell in the hour.")
+
+
+def hours_frame(horizon: dict) -> pd.DataFrame:
+    """The hours as plan.json holds them, with unbounded percentiles (null where rounds opened) back to inf
+    and the other nulls (no round, nobody invited) as NaN."""
+    table = pd.DataFrame(horizon["table"]).astype({"p50_s": float, "p95_s": float, "completion_rate": float})
+    opened = table["rounds"] > 0
+    for column in ("p50_s", "p95_s"):
+        table.loc[opened & table[column].isna(), column] = math.inf
+    return table
+
+
+def hour_rows(horizon: dict) -> list[list[str]]:
+    """One row of text per hour; '-' where no round opened."""
+    rows = []
+    for h in hours_frame(horizon).itertuples():
+        opened = h.rounds > 0
+        rows.append([hour_label(h.hour) + (" *" if h.hour == horizon["busy_hour"] else ""), f"{h.rounds:,}",
+                     seconds(h.p50_s) if opened else "-", seconds(h.p95_s) if opened else "-", f"{h.short_rounds:,}",
+                     f"{h.invited:,}", f"{h.completed:,}", percent(None if np.isnan(h.completion_rate) else
+                                                                      h.completion_rate),
+                     number(h.uplink_mb_mean), number(h.uplink_mb_peak), number(h.downlink_mb_mean),
+                     number(h.downlink_mb_peak)])
+    return rows
+
+
+def hour_duration_figure(plan: dict, hours: pd.DataFrame, labels: list[str]) -> go.Figure:
+    """p50 and p95 per hour; an unbounded p95 drawn at the top, marked as such; hours without rounds left out."""
+    fig = go.Figure()
+    bounded = hours[np.isfinite(hours["p95_s"])]
+    top = 1.2 * max([plan["target_p95_s"], *bounded["p95_s"]])
+    for column, name in (("p50_s", "p50"), ("p95_s", "p95")):
+        finite = np.isfinite(hours[column])
+        fig.add_scatter(x=labels, y=hours[column].where(finite), mode="lines+markers", name=f"{name} round duration")
+    unbounded = hours[np.isinf(hours["p95_s"])]
+    if len(unbounded):
+        fig.add_scatter(x=[labels[h] for h in unbounded.index], y=[top] * len(unbounded), mode="markers",
+                        marker_symbol="x", marker_size=10, name="p95 unbounded (rounds short of K), drawn at top")
+    fig.add_hline(y=plan["target_p95_s"], line_dash="dot", annotation_text=f"target {plan['target_p95_s']:g} s")
+    fig.update_layout(title="Round duration by the hour it opened (time to the K-th report)",
+                      xaxis_title="hour of day (reference time zone)", yaxis_title="simulated s", height=400)
+    return fig
+
+
+def hour_participation_figure(hours: pd.DataFrame, labels: list[str]) -> go.Figure:
+    fig = go.Figure([go.Bar(x=labels, y=hours["invited"], name="invited"),
+                     go.Bar(x=labels, y=hours["completed"], name="completed (reported)")])
+    fig.update_layout(barmode="group", title="Participation per hour", xaxis_title="hour of day (reference time zone)",
+                      yaxis_title="devices (sessions)", height=400)
+    return fig
+
+
+def hour_load_figure(horizon: dict, hours: pd.DataFrame, labels: list[str]) -> go.Figure:
+    """Per cell per hour, mean over the cells and the busiest cell; the busy hour starred."""
+    fig = go.Figure()
+    for column, name in (("uplink_mb_mean", "uplink, mean cell"), ("downlink_mb_mean", "downlink, mean cell"),
+                         ("load_mb_mean", "uplink + downlink, mean cell"),
+                         ("load_mb_peak", "uplink + downlink, busiest cell")):
+        fig.add_scatter(x=labels, y=hours[column], mode="lines+markers", name=name)
+    busy = horizon["busy_hour"]
+    fig.add_scatter(x=[labels[busy]], y=[hours["load_mb_mean"][busy]], mode="markers+text", marker_symbol="star",
+                    marker_size=16, text=["busy hour"], textposition="top center",
+                    name="busy hour (uplink + downlink, mean cell)")
+    fig.update_layout(title="Traffic over each cell's air per hour", xaxis_title="hour of day (reference time zone)",
+                      yaxis_title="MB per cell in the hour", height=400)
+    return fig
+
+
+def horizon_section(plan: dict):
+    horizon = plan["horizon"]
+    hours = hours_frame(horizon)
+    labels = [hour_label(h) for h in hours["hour"]]
+    return (HORIZON_HEADING, horizon_text(horizon), pd.DataFrame(hour_rows(horizon), columns=HOUR_HEADER),
+            [hour_duration_figure(plan, hours, labels), hour_participation_figure(hours, labels),
+             hour_load_figure(horizon, hours, labels)])
 
 
 # --- plan.html ---------------------------------------------------------------------------------------
@@ -183,12 +284,17 @@ def write_html(path: Path, plan: dict, cells: pd.DataFrame) -> Path:
          "sessions, reports and Wh per device per day.", pd.DataFrame(class_rows(plan), columns=CLASS_HEADER),
          class_figures(pd.DataFrame(plan["classes"]))),
     ]
+    if plan.get("horizon"):
+        sections.insert(1, horizon_section(plan))
     return write_page(path, f"fedfleet plan: {plan['scenario']}", sections, intro=" ".join(plan["rules"]))
 
 
 def write_outputs(out: Path, plan: dict, cells: pd.DataFrame) -> None:
-    """plan.json (every figure), plan.csv (per device class), plan.txt (the printed table), plan.html."""
+    """plan.json (every figure), plan.csv (per device class), plan_hours.csv (per hour of the horizon, if
+    any; an unbounded percentile is inf), plan.txt (the printed table), plan.html."""
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     pd.DataFrame(plan["classes"]).to_csv(out / "plan.csv", index=False)
+    if plan.get("horizon"):
+        hours_frame(plan["horizon"]).to_csv(out / "plan_hours.csv", index=False)
     (out / "plan.txt").write_text(format_plan(plan) + "\n")
     write_html(out / "plan.html", plan, cells)

@@ -2,17 +2,26 @@
 
 For rounds of 100 clients (the quickstart's model and local work), prints:
   - client updates per second through the whole emulator (clock, Ray pool, adapter swaps, aggregation);
-  - the training FLOP/s the pool achieves, as a fraction of this machine's dense fp32 matmul FLOP/s;
+  - the training FLOP/s the pool achieves on the trained model, as a fraction of the dense matmul FLOP/s of the
+    device it trains on, in the training dtype;
   - wall time per round divided by the compute floor: the same client steps in a bare PyTorch loop on all
-    cores, in this process, with no Ray, no clock and no aggregation.
+    cores (or the GPU), in this process, with no Ray, no clock and no aggregation;
+  - peak memory per worker (resident set; and CUDA memory on a GPU), and the bare loop's CUDA peak.
 Everything is measured in the same run, so the ratios hold on a noisy shared machine.
 
-    python benchmarks/throughput.py [--rounds 4] [--workers N] [--group 8]
+    python benchmarks/throughput.py [--rounds 4] [--workers N] [--group 8|auto] [--clients 100]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--gpus-per-worker G] [--set FIELD=VALUE ...]
+
+`--device cuda` gives each worker `--gpus-per-worker` of a GPU (default: one GPU shared by the workers) and
+trains the bare loop on the GPU; `--dtype bf16` sets runtime.train_dtype. `--set` overrides any scenario field
+(`--set training.batch_size=16 --set model.path=DIR`). A quick check that it works:
+`--clients 8 --rounds 3 --workers 1 --set training.local_steps=2`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -23,100 +32,153 @@ import torch
 from fleet.base_model import load_base_model, load_tokenizer
 from fleet.grouped import GroupedTrainer
 from fleet.trainer import LocalTrainer, TrainJob, adapter_layout, get_flat, wrap_with_lora
-from scenarios.loader import load_scenario
-from scenarios.assembly import lora_spec, train_settings
-from scenarios.checks import target_architecture
+from scenarios.assembly import group_size, lora_spec, train_settings
+from scenarios.checks import trained_model
 from scenarios.client_data import prepare_data
+from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
 
-CLIENTS = 100
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_flops(threads: int, n: int = 1024, repeats: int = 20) -> float:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work: CUDA runs asynchronously, so a clock read needs this first."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(device: torch.device, dtype: str, threads: int, repeats: int = 20) -> float:
+    """Dense matmul FLOP/s of the device in `dtype`: 1024^2 on a CPU, 8192^2 on a GPU (large enough to fill it)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=DTYPES[dtype]) for _ in range(2))
     a @ b
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def emulator_round_seconds(scenario) -> float:
-    """Wall seconds per round in steady state, from the times at which round rows are written."""
+def emulator_round(scenario) -> tuple[float, dict]:
+    """Wall seconds per round in steady state, from the times at which round rows are written, and the run's
+    summary (its workers' peak memory)."""
     stamps: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        run_scenario(scenario, RunOptions(out=Path(tmp) / "run", progress=False,
-                                          on_round=lambda row: stamps.append((row["round"], time.perf_counter()))))
+        stamp = lambda row: stamps.append((row["round"], time.perf_counter()))  # noqa: E731
+        run = run_scenario(scenario, RunOptions(out=Path(tmp) / "run", progress=False, on_round=stamp))
+        summary = json.loads((run / "summary.json").read_text())
     # Round 0's loss and the last round's are measured by evaluation jobs; time only the rounds between.
     t = dict(stamps)
     first, last = 1, scenario.run.rounds - 1
-    return (t[last] - t[first]) / (last - first)
+    return (t[last] - t[first]) / (last - first), summary
 
 
 def training_flops(scenario) -> float:
-    """FLOPs of one client's local work on the trained model (4 N + attention per token)."""
+    """FLOPs of one client's local work on the model the host trains (4 N + attention per token); never the
+    emulated architecture, whose FLOPs only the clock counts."""
     t = scenario.training
-    return target_architecture(scenario).training_flops_per_token(t.seq_len) * t.local_steps * t.batch_size * t.seq_len
+    arch = trained_model(scenario.model.path).arch
+    return arch.training_flops_per_token(t.seq_len) * t.local_steps * t.batch_size * t.seq_len
 
 
-def bare_loop_seconds(scenario, threads: int, group: int = 1) -> float:
-    """The same client steps (same model, LoRA, batch shapes, data) with plain PyTorch on all cores: one
-    client at a time (`group` 1, LocalTrainer) or `group` clients per pass (GroupedTrainer)."""
+def bare_loop(scenario, clients: int, threads: int, device: torch.device,
+              group: int = 1) -> tuple[float, float | None]:
+    """Seconds for the same client steps (same model, LoRA, dtype, batch shapes, data) with plain PyTorch on all
+    cores or the GPU: one client at a time (`group` 1, LocalTrainer) or `group` clients per pass
+    (GroupedTrainer); and on CUDA the most memory its tensors took (MiB)."""
     torch.set_num_threads(threads)
     t = scenario.training
     lora = lora_spec(scenario)
     model = wrap_with_lora(load_base_model(scenario.model.path), lora, scenario.seed)
-    trainer = LocalTrainer(model, train_settings(scenario), adapter_layout(model, lora))
+    trainer = LocalTrainer(model, train_settings(scenario), adapter_layout(model, lora), device)
     data = prepare_data(scenario, load_tokenizer(scenario.model.path))
-    start_adapter = get_flat(model)
-    jobs = [TrainJob(k, k % len(data.client_ids), 1, 0, t.local_steps) for k in range(CLIENTS)]
+    start_adapter = get_flat(trainer.model)
+    jobs = [TrainJob(k, k % len(data.client_ids), 1, 0, t.local_steps) for k in range(clients)]
     tokens = [data.train.get(job.data_client) for job in jobs]
     grouped = GroupedTrainer(trainer)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
     start = time.perf_counter()
-    for i in range(0, CLIENTS, group):
+    for i in range(0, clients, group):
         if group == 1:
             trainer.train(jobs[i], start_adapter, tokens[i])
         else:
             grouped.train(jobs[i : i + group], [start_adapter] * len(jobs[i : i + group]), tokens[i : i + group])
-    return time.perf_counter() - start
+    sync(device)
+    seconds = time.perf_counter() - start
+    return seconds, torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def worker_memory_line(summary: dict) -> str:
+    line = f"RSS {summary['worker_peak_rss_mb']:.0f} MiB"
+    if summary.get("worker_peak_cuda_mb") is not None:
+        line += f", CUDA {summary['worker_peak_cuda_mb']:.0f} MiB"
+    return line
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4, help="at least 3: rounds 1 to the last are timed")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--group", default="4", help="clients per pass of the grouped trainer, or auto")
+    parser.add_argument("--clients", type=int, default=100, help="clients per round")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="runtime.train_dtype")
+    parser.add_argument("--gpus-per-worker", type=float, default=None,
+                        help="with --device cuda; default: 1 / workers, the workers sharing one GPU")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a scenario override, as `fedfleet run --set` takes")
+    args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--group", type=int, default=4, help="clients per pass of the grouped trainer")
-    args = parser.parse_args()
-    cores = os.cpu_count()
+    args = parse_args()
+    cores, device = os.cpu_count(), torch.device(args.device)
+    gpus = 0.0 if args.device == "cpu" else args.gpus_per_worker or 1 / args.workers
     overrides = [
-        f"run.rounds={args.rounds}", f"run.clients_per_round={CLIENTS}", "run.over_selection=1.0",
+        f"run.rounds={args.rounds}", f"run.clients_per_round={args.clients}", "run.over_selection=1.0",
         "run.deadline_s=100000", f"run.eval_every={10**6}", f"runtime.workers={args.workers}",
-        "output.report=false",
-        # Nobody drops out, so every round trains exactly 100 clients.
-        "fleet.classes=[{name: mec_t4, fraction: 1.0}]",
+        f"runtime.gpus_per_worker={gpus:g}", f"runtime.train_dtype={args.dtype}", "output.report=false",
+        # Nobody drops out, so every round trains exactly `clients` clients.
+        "fleet.classes=[{name: mec_t4, fraction: 1.0}]", *args.set,
     ]
     scenario = load_scenario("quickstart", overrides)
+    grouped_scenario = load_scenario("quickstart", [*overrides, f"runtime.group_size={args.group}"])
+    group = group_size(grouped_scenario)
     t = scenario.training
     flops_per_client = training_flops(scenario)
-    peak = matmul_flops(cores)
-    print(f"machine: {cores} cores, dense fp32 matmul {peak / 1e9:.1f} GFLOP/s (1024^3, {cores} threads)")
-    print(f"round: {CLIENTS} clients x {t.local_steps} steps x {t.batch_size}x{t.seq_len} tokens, "
-          f"{flops_per_client / 1e9:.2f} GFLOP per client (4 N + attention per token), {args.workers} workers")
-    rounds = {group: emulator_round_seconds(load_scenario("quickstart", [*overrides, f"runtime.group_size={group}"]))
-              for group in (1, args.group)}
-    floors = {group: bare_loop_seconds(scenario, cores, group) for group in (1, args.group)}
-    for group in (1, args.group):
-        round_s, floor_s = rounds[group], floors[group]
-        print(f"runtime.group_size={group}:")
-        print(f"  client updates per second:           {CLIENTS / round_s:8.2f}")
-        print(f"  pool training FLOP/s:                {CLIENTS * flops_per_client / round_s / 1e9:8.2f} GFLOP/s "
-              f"= {CLIENTS * flops_per_client / round_s / peak:.3f} of matmul peak")
+    peak = matmul_flops(device, args.dtype, cores)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cores} cores, {cores} threads"
+    print(f"device: {where}; dense {args.dtype} matmul {peak / 1e9:.1f} GFLOP/s")
+    print(f"round: {args.clients} clients x {t.local_steps} steps x {t.batch_size}x{t.seq_len} tokens of "
+          f"{scenario.model.path}, {flops_per_client / 1e9:.2f} GFLOP per client (4 N + attention per token), "
+          f"{args.workers} workers, {gpus:g} GPU each, train_dtype {args.dtype}")
+    sizes = list(dict.fromkeys((1, group)))  # auto may come to 1
+    runs = {1: emulator_round(scenario), group: emulator_round(grouped_scenario)}
+    floors = {g: bare_loop(scenario, args.clients, cores, device, g) for g in sizes}
+    for g in sizes:
+        (round_s, summary), (floor_s, floor_cuda) = runs[g], floors[g]
+        print(f"runtime.group_size={g}{' (auto)' if g == group and args.group == 'auto' else ''}:")
+        print(f"  client updates per second:           {args.clients / round_s:8.2f}")
+        achieved = args.clients * flops_per_client / round_s
+        print(f"  pool training FLOP/s:                {achieved / 1e9:8.2f} GFLOP/s = {achieved / peak:.3f} of matmul "
+              "peak")
         print(f"  wall per round (emulator):           {round_s:8.2f} s")
-        print(f"  compute floor (bare loop, {cores} threads): {floor_s:8.2f} s")
+        print(f"  compute floor (bare loop, {where}): {floor_s:8.2f} s")
         print(f"  ratio emulator / floor:              {round_s / floor_s:8.3f}")
-    print(f"grouped against one at a time: emulator {rounds[1] / rounds[args.group]:.2f}x, "
-          f"bare loop {floors[1] / floors[args.group]:.2f}x")
+        print(f"  peak memory per worker:              {worker_memory_line(summary)}")
+        if floor_cuda is not None:
+            print(f"  bare loop CUDA peak:                 {floor_cuda:.0f} MiB")
+    print(f"grouped against one at a time: emulator {runs[1][0] / runs[group][0]:.2f}x, "
+          f"bare loop {floors[1][0] / floors[group][0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,9 @@ class RoundRules:
     # Heterogeneous local work (FedNova, FedProx): each device trains the steps that fit in this many seconds
     # at its own speed, at least one and at most local_steps. None: every device trains local_steps.
     local_time_budget_s: float | None = None
+    # A planning horizon (scenarios/horizon.py): no round opens, and no asynchronous server step waits, at or
+    # after this simulated time, whatever `rounds` says. inf: `rounds` alone ends the run.
+    until_s: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,8 @@ class Emulator:
         self.journal = Journal(resume)
 
     def run(self) -> torch.Tensor:
-        """Run until `rules.rounds` server versions (or rounds) are done; returns the final global adapter."""
+        """Run until `rules.rounds` server versions (or rounds) are done, or the clock reaches `rules.until_s`;
+        returns the final global adapter."""
         story = self.asynchronous_server() if self.strategy.traits.asynchronous else self.synchronous_server()
         server = self.env.process(story)
         self.env.run(until=server)  # pending hazard timers of closed rounds are not waited for
@@ -296,6 +300,8 @@ class Emulator:
     def synchronous_server(self):
         self._start()
         for rnd in range(1, self.rules.rounds + 1):
+            if self.env.now >= self.rules.until_s:
+                break
             opened = self.env.now
             self._charge()
             invited = self.select(rnd)
@@ -326,7 +332,7 @@ class Emulator:
         busy: dict[int, simpy.Process] = {}
         buffer: list[Arrival] = []
         invitations, opened, last_update = 0, 0.0, 0.0
-        while self.version < self.rules.rounds:
+        while self.version < self.rules.rounds and self.env.now < self.rules.until_s:
             self._charge()
             if len(busy) < concurrency:
                 invitations += 1

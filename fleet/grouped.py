@@ -15,7 +15,8 @@ number of steps (a client whose steps are done keeps its final adapter while the
 The clients of a group share the base's merged weights (FLoRA), so a group is made of jobs from one base
 version. A client's update trained in a group equals the one `LocalTrainer.train` gives to float rounding
 (the batched products sum in another order); with LoRA dropout above 0 each client draws its own seeded
-masks, of the same distribution as alone but not the same draws.
+masks, of the same distribution as alone but not the same draws. A group trains on its trainer's device and in
+its `train_dtype`, as that trainer would train each job alone (fleet/trainer.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from fleet.rng import stream, stream_key
-from fleet.trainer import LocalTrainer, TrainJob, TrainResult, train_mode, windows
+from fleet.trainer import LocalTrainer, TrainJob, TrainResult, train_mode, training_precision, windows
 
 
 class GroupedLora:
@@ -94,37 +95,40 @@ class GroupedTrainer:
         """Each job trained from its start adapter on its tokens, as `LocalTrainer.train` would one at a time."""
         if not jobs:
             return []
-        s, layout, g = self.trainer.settings, self.layout, len(jobs)
+        s, layout, g, device = self.trainer.settings, self.layout, len(jobs), self.trainer.device
         self.trainer.set_base_delta(base_delta)
         masks = [self.trainer.masks(job.groups, job.rank) for job in jobs]
-        targets = torch.stack(starts).clone()
+        targets = torch.stack([start.to(device) for start in starts]).clone()
         for i, (absent, _, _) in enumerate(masks):
             targets[i, absent] = 0.0  # components beyond a client's rank are absent: zero
         params = [torch.nn.Parameter(seg.view(targets).clone()) for seg in layout.segments]
         anchors = [seg.view(targets) for seg in layout.segments]
         fixed = [torch.stack([m[1][k] for m in masks]) for k in range(len(layout.segments))]
         prox = [torch.stack([m[2][k] for m in masks]) for k in range(len(layout.segments))]
-        mu = torch.tensor([job.prox_mu for job in jobs], dtype=torch.float32)
+        mu = torch.tensor([job.prox_mu for job in jobs], dtype=torch.float32, device=device)
+        proximal = any(job.prox_mu > 0 for job in jobs)  # known on the host: no wait for the device each step
         steps = np.array([job.steps for job in jobs])
         rngs = [stream(s.seed, "batches", job.client, job.round) for job in jobs]
         data = [self._tokens(job, t) for job, t in zip(jobs, tokens)]
-        generators = [torch.Generator().manual_seed(stream_key(s.seed, "dropout", job.client, job.round) % 2**63)
-                      for job in jobs]
+        generators = [torch.Generator(device=device).manual_seed(
+            stream_key(s.seed, "dropout", job.client, job.round) % 2**63) for job in jobs]
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         finals: list[list[torch.Tensor] | None] = [None] * g
         losses: list[list[float]] = [[] for _ in jobs]
         train_mode(self.trainer.model)
         with self._installed(params, generators):
             for step in range(int(steps.max())):
-                active = torch.from_numpy(steps > step)
+                going = steps > step
+                active = torch.from_numpy(going).to(device)
                 # A client whose steps are done keeps its rows (zeros, outside the objective): the batch keeps its
                 # shape, and every client's rows stay where its factors act.
                 batch = torch.cat([windows(d, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
-                                   if active[i] else torch.zeros(s.batch_size, s.seq_len + 1, dtype=torch.int64)
-                                   for i, (d, rng) in enumerate(zip(data, rngs))])
-                loss = self._client_losses(batch, g)
+                                   if going[i] else torch.zeros(s.batch_size, s.seq_len + 1, dtype=torch.int64)
+                                   for i, (d, rng) in enumerate(zip(data, rngs))]).to(device)
+                with training_precision(device, s.train_dtype):
+                    loss = self._client_losses(batch, g)
                 objective = (loss * active).sum()
-                if (mu > 0).any():
+                if proximal:
                     objective = objective + (mu / 2 * active * sum(
                         (((p - a) ** 2) * m).flatten(1).sum(1) for p, a, m in zip(params, anchors, prox))).sum()
                 opt.zero_grad(set_to_none=True)
@@ -138,10 +142,11 @@ class GroupedTrainer:
                     for i in np.flatnonzero(steps <= step):
                         for p, f in zip(params, finals[i]):
                             p[i] = f
-                for i in np.flatnonzero(active.numpy()):
-                    losses[i].append(float(loss[i].detach()))
+                values = loss.detach().cpu().tolist()  # one copy to the host per step, not one per client
+                for i in np.flatnonzero(going):
+                    losses[i].append(values[i])
         trained = torch.cat([p.detach().reshape(g, -1) for p in params], dim=1)
-        deltas = trained - targets
+        deltas = (trained - targets).cpu()
         return [TrainResult(job, deltas[i].clone(), int(len(tokens[i])), losses[i][0], losses[i][-1])
                 for i, job in enumerate(jobs)]
 
@@ -154,7 +159,7 @@ class GroupedTrainer:
 
     def _client_losses(self, batch: torch.Tensor, g: int) -> torch.Tensor:
         """(G,) each client's mean next-token cross-entropy over its rows of the (G x B, T+1) batch."""
-        logits = self.trainer.model(input_ids=batch[:, :-1]).logits
+        logits = self.trainer.model(input_ids=batch[:, :-1]).logits.float()  # bf16 under autocast: cast up
         per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
                                                       reduction="none")
         return per_token.reshape(g, -1).mean(1)

@@ -17,6 +17,9 @@ from typing import Any
 
 from fleet.trainer import TrainJob
 
+# The most clients one group may hold (runtime.group_size, the schema's bound, and where group_size: auto stops).
+MAX_GROUP_SIZE = 1024
+
 
 @dataclass
 class _Group:

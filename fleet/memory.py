@@ -7,6 +7,9 @@ The estimate follows REFERENCE.md section 6, term by term:
 
     peak = frozen weights + 16 B x trainable parameters + activations + logits + runtime overhead
 
+The same terms size the groups a host worker trains in one pass (runtime.group_size: auto): see
+`grouped_training_memory`.
+
 Units: bytes (decimal: 1 GB = 1e9 B, as in the device table), parameters, tokens.
 """
 
@@ -32,14 +35,33 @@ UNQUANTISED_BYTES = 2.0
 #: Bytes of an activation kept for the backward pass (bf16).
 BF16_BYTES = 2.0
 
+#: Bytes of a float32 value: what a host worker keeps its activations and logits in (fleet/trainer.py).
+FP32_BYTES = 4.0
+
 #: fp32 adapter weight, its gradient and Adam's two moments.
 BYTES_PER_TRAINABLE = 16.0
 
 #: Logits, their fp32 copy for the loss and its gradient: about 10 B per token per vocabulary entry.
 LOGIT_BYTES_PER_ENTRY = 10.0
 
+#: What a grouped pass (fleet/grouped.py) holds per trainable parameter of each client: the adapter, its
+#: gradient and Adam's moments (16 B), its start, its copy with absent entries zeroed, its final copy once its
+#: steps are done and its update (4 x 4 B), and its masks of fixed and proximal entries (2 x 1 B).
+GROUPED_BYTES_PER_TRAINABLE = BYTES_PER_TRAINABLE + 4 * 4.0 + 2 * 1.0
+
 #: CUDA or mobile runtime context, allocator slack, tokenizer and data: a fixed cost whatever the model.
 DEFAULT_OVERHEAD_BYTES = 300e6
+
+#: A host worker's fixed cost: a Ray worker process with torch, transformers, peft and the built-in model
+#: loaded peaked at about 0.65 GiB training one or two clients at a time, some 0.05 to 0.1 GB of it theirs
+#: (VmHWM on Linux, benchmarks/throughput.py); on a GPU the CUDA context takes a few hundred MB of the card.
+WORKER_OVERHEAD_BYTES = 650e6
+
+#: A step's peak holds more than what autograd saves: each layer's gradients during the backward pass, the
+#: forward's temporaries and, on CPU, what the allocator keeps of them. A grouped pass's peak resident memory
+#: (built-in model, 8 x 64 tokens, 17 clients against 1) grew by 1.9 times the saved activations and logits per
+#: client in float32 and 1.2 times in bf16; the estimate takes twice, for both.
+WORKING_SET_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -198,3 +220,47 @@ def lora_training_memory_bytes(
         logits_bytes=LOGIT_BYTES_PER_ENTRY * batch_size * seq_len * arch.vocab,
         overhead_bytes=float(overhead_bytes),
     )
+
+
+@dataclass(frozen=True)
+class GroupMemory:
+    """Memory of a host worker that trains clients in groups (fleet/grouped.py): a part paid once, whatever the
+    group's size, and a part each client of a group adds."""
+
+    shared_bytes: float  # the frozen base in float32, and the runtime's fixed overhead
+    per_client_bytes: float  # a client's activations, logits and adapter state
+
+    def clients(self, budget_bytes: float) -> int:
+        """The most clients a group may hold within `budget_bytes` (0: not even one)."""
+        return max(0, int((budget_bytes - self.shared_bytes) // self.per_client_bytes))
+
+
+def bottleneck_param_count(arch: Architecture, width: int) -> int:
+    """A bottleneck adapter per block: down (h x w, bias w) and up (w x h, bias h); width 0: none."""
+    return arch.layers * (2 * arch.hidden * width + width + arch.hidden) if width else 0
+
+
+def grouped_training_memory(
+    arch: Architecture,
+    rank: int,
+    target_modules: str | Iterable[str],
+    batch_size: int,
+    seq_len: int,
+    bottleneck: int = 0,
+    overhead_bytes: float = WORKER_OVERHEAD_BYTES,
+) -> GroupMemory:
+    """Memory of a host worker training clients of `batch_size` x `seq_len` tokens together on a float32 copy of
+    `arch` (the trained model, not an emulated one), from the same terms as one device's estimate. Activations
+    are the count of `activation_bytes` (eager attention) in float32: that count matches what transformers'
+    Llama keeps in float32. With runtime.train_dtype bf16, autocast keeps bfloat16 copies of matmul inputs
+    beside float32 tensors (the residual stream, norms), so the float32 count stands for both. Logits take
+    4 B more per entry than a device's bf16 ones. Activations and logits are taken WORKING_SET_FACTOR times,
+    for what a step holds beyond them; LoRA dropout's masks and bottleneck adapters' activations are left out."""
+    one = lora_training_memory_bytes(arch, rank, target_modules, batch_size, seq_len, "fp32",
+                                     overhead_bytes=overhead_bytes)
+    activations = one.activation_bytes / BF16_BYTES * FP32_BYTES
+    logits = one.logits_bytes + (FP32_BYTES - BF16_BYTES) * batch_size * seq_len * arch.vocab
+    trainable = one.trainable_params + bottleneck_param_count(arch, bottleneck)
+    return GroupMemory(shared_bytes=one.weights_bytes + one.overhead_bytes,
+                       per_client_bytes=WORKING_SET_FACTOR * (activations + logits)
+                       + trainable * GROUPED_BYTES_PER_TRAINABLE)

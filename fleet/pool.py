@@ -12,6 +12,10 @@ over Ray's inline limit (100 KiB: the adapter of any but the tiniest model) live
 worker's node until the caller fetches it. Every job is a pure function of its arguments (seeded per client
 and round), so a retried job gives the result the lost one would have given, and the run's numbers do not
 change; only `WorkerFaults` records that it happened.
+
+A worker may hold a share of a GPU (`gpus_per_worker`, through Ray's own resource accounting: Ray sets the
+actor's CUDA_VISIBLE_DEVICES); its trainer then runs on CUDA. A cluster without that many GPUs is refused before
+any worker starts, since Ray would otherwise wait for ever for a GPU to free up.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import resource
 import socket
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -62,6 +68,14 @@ class WorkerFaults:
 
     jobs_retried: int  # submissions made again because the worker running them died or their result was lost
     workers_replaced: int  # dead actors replaced by new ones
+
+
+@dataclass(frozen=True)
+class WorkerMemory:
+    """The most memory one worker has held since it started: what runtime.worker_memory_gb must cover."""
+
+    peak_rss_mb: float  # the worker process's peak resident set (MiB)
+    peak_cuda_mb: float | None  # the most CUDA memory its tensors took (torch's allocator, MiB); None on CPU
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,19 @@ def start_ray(address: str | None, num_cpus: int, dashboard: bool = False, loopb
     return True
 
 
+def missing_gpus(gpus_per_worker: float) -> str | None:
+    """Why the Ray cluster this process is attached to cannot place one worker holding `gpus_per_worker` GPUs
+    (None: it can). Ray would keep such an actor pending, silently, for as long as the run waits."""
+    if gpus_per_worker <= 0:
+        return None
+    have = ray.cluster_resources().get("GPU", 0)
+    if have >= gpus_per_worker:
+        return None
+    return (f"a worker needs {gpus_per_worker:g} GPU and the Ray cluster has {have:g}; set it to 0 to train on "
+            "CPUs, or run where Ray sees GPUs (a local Ray counts the machine's visible CUDA devices; a cluster's "
+            "nodes, those each was started with)")
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
@@ -158,11 +185,12 @@ class TrainerActor:
         train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray],
         eval_windows: torch.Tensor,
+        device: str = "cpu",
     ):
         # One thread per actor: results then do not depend on how many actors share a machine.
         torch.set_num_threads(threads)
         model = wrap_with_lora(load_base_model(model_path), lora, settings.seed)
-        self.trainer = LocalTrainer(model, settings, adapter_layout(model, lora))
+        self.trainer = LocalTrainer(model, settings, adapter_layout(model, lora), device)
         self.grouped = GroupedTrainer(self.trainer)
         self.train_data, self.test_data = PackedTokens(*train), PackedTokens(*test)
         self.eval_windows = eval_windows
@@ -211,11 +239,28 @@ class TrainerActor:
             out.append((own, plain))
         return out
 
+    def peak_memory(self) -> WorkerMemory:
+        return WorkerMemory(peak_rss_mb(), torch.cuda.max_memory_allocated() / 2**20
+                            if self.trainer.device.type == "cuda" else None)
+
     def _with_personal(self, adapter: torch.Tensor, groups: ParameterGroups, personal: torch.Tensor) -> torch.Tensor:
         _, personal_mask, _ = groups.masks(self.trainer.layout)
         mine = adapter.clone()
         mine[personal_mask] = personal
         return mine
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MiB: VmHWM from /proc on Linux, getrusage's maximum elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, kB elsewhere
 
 
 class WorkerPool:
@@ -236,12 +281,17 @@ class WorkerPool:
         train_data: PackedTokens,
         test_data: PackedTokens,
         eval_windows: torch.Tensor,
+        gpus_per_worker: float = 0.0,
     ):
+        problem = missing_gpus(gpus_per_worker)
+        if problem:
+            raise ValueError(f"gpus_per_worker: {problem}")
         train_ref = ray.put((train_data.tokens, train_data.offsets))
         test_ref, eval_ref = ray.put((test_data.tokens, test_data.offsets)), ray.put(eval_windows)
         # what a replacement worker is built from; the refs keep the data in the object store for it
-        self._threads = threads_per_worker
-        self._init_args = (model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref)
+        self._threads, self._gpus = threads_per_worker, gpus_per_worker
+        device = "cuda" if gpus_per_worker > 0 else "cpu"
+        self._init_args = (model_path, lora, settings, threads_per_worker, train_ref, test_ref, eval_ref, device)
         self._actors = [self._new_actor() for _ in range(num_workers)]
         self._generation = [0] * num_workers
         self._pending: list[list[ray.ObjectRef]] = [[] for _ in self._actors]
@@ -253,7 +303,7 @@ class WorkerPool:
         # A sweep trial's workers are placed by its placement group, which an explicit strategy would escape.
         in_group = ray.get_runtime_context().get_placement_group_id() is not None
         spread = {} if in_group else {"scheduling_strategy": "SPREAD"}
-        return TrainerActor.options(num_cpus=self._threads, **spread).remote(*self._init_args)
+        return TrainerActor.options(num_cpus=self._threads, num_gpus=self._gpus, **spread).remote(*self._init_args)
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -363,6 +413,10 @@ class WorkerPool:
         """Block until every actor has loaded its model (so start-up is not billed to the first round)."""
         for i in range(len(self._actors)):
             self._ready(i)
+
+    def peak_memory(self) -> list[WorkerMemory]:
+        """Each worker's peak memory so far, in worker order (a replaced worker's counts from its start)."""
+        return ray.get([actor.peak_memory.remote() for actor in self._actors])
 
     def faults(self) -> WorkerFaults:
         """The worker faults met so far."""

@@ -6,12 +6,19 @@ trainable tensors, running a few optimiser steps and copying the result out. Wha
 client (a proximal term, entries it keeps frozen, a smaller rank) travels in its `TrainJob`. Every random
 draw (batch windows, dropout) is seeded from (seed, client, round), so the result does not depend on which
 worker runs it.
+
+The trainer computes on its device (CPU, or CUDA for a worker that holds a GPU) and hands back CPU float32
+tensors and Python floats, so nothing past it knows where it ran. With `train_dtype` bf16 the matmuls of
+training run in bfloat16 (torch.autocast) while every tensor kept (adapters, gradients, Adam's moments, the
+update) stays float32; fp32 enters no autocast at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,6 +50,9 @@ class TrainJob:
     poison: bool = False  # an attacker: trains on random tokens instead of its data
 
 
+TrainDtype = Literal["fp32", "bf16"]
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int
@@ -50,6 +60,7 @@ class TrainSettings:
     seq_len: int
     lr: float
     weight_decay: float
+    train_dtype: TrainDtype = "fp32"  # arithmetic of the training matmuls (runtime.train_dtype)
 
 
 @dataclass(frozen=True)
@@ -164,16 +175,29 @@ def windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor
 
 
 def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over a (B, T+1) batch."""
-    logits = model(input_ids=batch[:, :-1]).logits
+    """Mean next-token cross-entropy over a (B, T+1) batch, taken in float32: bf16 logits (autocast) are cast up
+    first, float32 ones used as they are."""
+    logits = model(input_ids=batch[:, :-1]).logits.float()
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
 
 
-class LocalTrainer:
-    """What one worker does: train a client from a start adapter, or evaluate an adapter."""
+def training_precision(device: torch.device, train_dtype: TrainDtype):
+    """The context a training forward pass runs in. bf16: torch.autocast to bfloat16 on the trainer's device
+    type, which casts each matmul's operands while the float32 tensors themselves stay as they are. fp32: no
+    context at all, so float32 training is exactly what it is without this option."""
+    if train_dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-    def __init__(self, model: torch.nn.Module, settings: TrainSettings, layout: AdapterLayout):
-        self.model = model
+
+class LocalTrainer:
+    """What one worker does: train a client from a start adapter, or evaluate an adapter. The model moves to
+    `device`; every tensor handed in may live anywhere, every one handed back is on the CPU."""
+
+    def __init__(self, model: torch.nn.Module, settings: TrainSettings, layout: AdapterLayout,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
         self.settings = settings
         self.layout = layout
         self._base_weights: list[torch.Tensor] | None = None  # the base's own weights, kept for FLoRA merges
@@ -187,7 +211,7 @@ class LocalTrainer:
         s = self.settings
         self.set_base_delta(base_delta)
         absent, fixed_parts, prox_parts = self.masks(job.groups, job.rank)
-        target = start.clone()
+        target = start.to(self.device).clone()
         target[absent] = 0.0  # components beyond the client's rank (HetLoRA-style) are absent: zero
         set_flat(self.model, target)
         params = adapter_params(self.model)
@@ -201,8 +225,9 @@ class LocalTrainer:
         train_mode(self.model)
         losses = []
         for _ in range(job.steps):
-            batch = windows(tokens, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1)
-            loss = lm_loss(self.model, batch)
+            batch = windows(tokens, rng.integers(0, 2**31, s.batch_size), s.seq_len + 1).to(self.device)
+            with training_precision(self.device, s.train_dtype):
+                loss = lm_loss(self.model, batch)
             objective = loss
             if job.prox_mu > 0:
                 objective = loss + job.prox_mu / 2 * sum(((p - a)[m] ** 2).sum()
@@ -214,7 +239,7 @@ class LocalTrainer:
                 for p, a, m in zip(params, anchors, fixed_parts):
                     p[m] = a[m]
             losses.append(loss.item())
-        delta = get_flat(self.model) - target
+        delta = (get_flat(self.model) - target).cpu()
         return TrainResult(job, delta, int(len(tokens)), losses[0], losses[-1])
 
     def masks(self, groups: ParameterGroups, rank: int | None):
@@ -223,10 +248,10 @@ class LocalTrainer:
         one or a few of these, so they are computed once each."""
         key = (groups, rank)
         if key not in self._mask_cache:
-            shared, _, frozen = groups.masks(self.layout)
+            shared, _, frozen = (m.to(self.device) for m in groups.masks(self.layout))
             absent = torch.zeros_like(shared)
             if rank is not None and rank < self.layout.rank:
-                absent = self.layout.beyond_rank(rank)
+                absent = self.layout.beyond_rank(rank).to(self.device)
             fixed = frozen | absent
             self._mask_cache[key] = (absent, self._split(fixed), self._split(shared & ~fixed))
         return self._mask_cache[key]
@@ -239,9 +264,11 @@ class LocalTrainer:
     def set_base_delta(self, base_delta: torch.Tensor | None) -> None:
         """Merge dense LoRA products into the base weights: W = W0 + scaling x base_delta (FLoRA's merged
         stacks). None restores the base's own weights."""
-        key = None if base_delta is None else hashlib.blake2b(base_delta.numpy().tobytes()).digest()
+        key = None if base_delta is None else hashlib.blake2b(base_delta.cpu().numpy().tobytes()).digest()
         if key == self._base_key:
             return
+        if base_delta is not None:
+            base_delta = base_delta.to(self.device)
         modules = [self.model.get_submodule(p.module) for p in self.layout.pairs]
         if self._base_weights is None:
             self._base_weights = [m.base_layer.weight.detach().clone() for m in modules]
@@ -266,7 +293,7 @@ class LocalTrainer:
         total, count = 0.0, 0
         for batch in eval_windows.split(batch_size):
             n = batch[:, 1:].numel()
-            total += lm_loss(self.model, batch).item() * n
+            total += lm_loss(self.model, batch.to(self.device)).item() * n
             count += n
         return total / count
 
@@ -288,8 +315,10 @@ class LocalTrainer:
             batch = torch.zeros(len(idx), int(lengths[idx].max()), dtype=torch.int64)
             for row, i in enumerate(idx):
                 batch[row, : lengths[i]] = torch.from_numpy(np.asarray(texts[i], dtype=np.int64))
+            batch = batch.to(self.device)
             logits = self.model(input_ids=batch[:, :-1]).logits
             losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
             real = torch.arange(batch.shape[1] - 1)[None, :] < torch.from_numpy(lengths[idx] - 1)[:, None]
-            out[idx] = ((losses * real).sum(1) / real.sum(1)).numpy()
+            real = real.to(self.device)
+            out[idx] = ((losses * real).sum(1) / real.sum(1)).cpu().numpy()
         return out

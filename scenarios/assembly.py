@@ -7,7 +7,7 @@ Everything that can fail on bad input happens in `assemble`, before a run folder
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from fleet.clients import ClientSide
 from fleet.data import FederatedData
 from fleet.devices import Fleet, sample_fleet
 from fleet.emulator import Emulator, Host, Probe, RoundRules, SessionCost, Sink
-from fleet.memory import MemoryEstimate
+from fleet.grouping import MAX_GROUP_SIZE
+from fleet.memory import GroupMemory, MemoryEstimate, grouped_training_memory
 from fleet.payload import emulated_values
 from fleet.trainer import LoraSpec, TrainSettings, adapter_layout, get_flat, wrap_with_lora
 from network_models import MIXED_FAMILIES, cell_sites, load_trace
@@ -35,6 +36,7 @@ from scenarios.checks import (
     target_architecture,
     target_modules,
     timed_modules,
+    trained_model,
 )
 from scenarios.client_data import client_data
 from scenarios.errors import ScenarioError
@@ -68,13 +70,14 @@ class Assembly:
 
     def emulator(self, clients: ClientSide, host: Host | None, sink: Sink, probes: tuple[Probe, ...] = (),
                  on_progress=lambda row: None, resume: dict | None = None,
-                 stop_requested=lambda: False) -> Emulator:
+                 stop_requested=lambda: False, until_s: float = float("inf")) -> Emulator:
+        """`until_s`: a planning horizon, the simulated time at which the run ends whatever run.rounds says."""
         s = self.scenario
         return Emulator(
             seed=s.seed,
             fleet=self.fleet,
             num_samples=self.data.num_samples,
-            rules=round_rules(s),
+            rules=replace(round_rules(s), until_s=until_s),
             radio=radio(s),
             cost=self.cost,
             selector=s.run.selection.build(),
@@ -127,7 +130,26 @@ def lora_spec(scenario: Scenario) -> LoraSpec:
 
 def train_settings(scenario: Scenario) -> TrainSettings:
     t = scenario.training
-    return TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay)
+    return TrainSettings(scenario.seed, t.batch_size, t.seq_len, t.lr, t.weight_decay, scenario.runtime.train_dtype)
+
+
+def group_memory(scenario: Scenario) -> GroupMemory:
+    """A host worker's memory for grouped training of the model the host trains (never model.emulate's)."""
+    t, lora = scenario.training, scenario.model.lora
+    return grouped_training_memory(trained_model(scenario.model.path).arch, lora.r, target_modules(scenario),
+                                   t.batch_size, t.seq_len, lora.bottleneck)
+
+
+def group_size(scenario: Scenario) -> int:
+    """Clients a worker trains per pass: runtime.group_size, or under 'auto' as many as runtime.worker_memory_gb
+    holds by `group_memory`, from 1 (even when one does not fit: the run goes on, a client at a time) to
+    MAX_GROUP_SIZE and run.clients_per_round. Only the scenario counts, never the host or the number of
+    workers: groups decide float rounding, and a scenario and seed must give the same numbers everywhere."""
+    rt = scenario.runtime
+    if rt.group_size != "auto":
+        return rt.group_size
+    fits = group_memory(scenario).clients(rt.worker_memory_gb * 1e9)
+    return max(1, min(fits, MAX_GROUP_SIZE, scenario.run.clients_per_round))
 
 
 # --- the fleet ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
     fedfleet run --resume RUN_DIR [--workers N] [--address ADDR]
     fedfleet compare RUN_DIR RUN_DIR... [--out PAGE.html] [--target LOSS]
     fedfleet sweep SCENARIO.yaml [--set a.b=v1,v2,... ...] [--seeds N] [--fix a.b=v ...] [--out DIR] [--address ADDR]
-    fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...]
+    fedfleet plan SCENARIO.yaml [--out DIR] [--set a.b=v ...] [--address ADDR]
     fedfleet build-base [--out DIR]
 
 Exit status: 0 done; 2 bad input, the message naming the field and the reason (a cluster that cannot be
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--out", type=Path, help="plan folder to create (default: output.dir/plan-NAME-TIME)")
     plan.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="override any scenario field (repeatable)")
+    plan.add_argument("--address", help="run the probes and the horizon as Ray tasks on this cluster ('auto' or "
+                      "host:port); the plan is the same as without it")
     plan.add_argument("--quiet", action="store_true", help="no progress bar")
 
     base = sub.add_parser("build-base", help="pretrain the built-in base model on the public plays")
@@ -150,7 +152,7 @@ def plan_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set)
     from scenarios.plan import run_plan
 
-    plan_dir = run_plan(scenario, out=args.out, progress=not args.quiet)
+    plan_dir = run_plan(scenario, out=args.out, progress=not args.quiet, address=args.address)
     print((plan_dir / "plan.txt").read_text(encoding="utf-8"), end="")
     print(f"plan folder: {plan_dir}")
     print(f"report:      {plan_dir / 'plan.html'}")

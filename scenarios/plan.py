@@ -8,12 +8,19 @@ report, into OUT/probes/uplink-<X>MHz/. Every probe keeps the scenario's seed (c
 probes differ only in bandwidth and round duration falls with bandwidth in practice. The probe at the
 scenario's own uplink_mhz (the baseline) gives the percentiles and the per-day figures. The rules behind
 the figures are RULES (analysis/capacity.py); plan.json and plan.html repeat them.
+
+With plan.horizon_h, one more run emulates that many hours of rounds from midnight at the recommended band
+(scenarios/horizon.py) and the plan adds its figures per hour. With an address, every run is a Ray task on
+that cluster, the bisection's next probes running ahead of it (scenarios/plan_runs.py); the plan is the
+same as without one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,10 +44,10 @@ from analysis.capacity import (
 from analysis.plan_report import seconds, write_outputs
 from analysis.recorder import load_run
 from scenarios.errors import ScenarioError
-from scenarios.loader import parse_scenario
 from scenarios.assembly import build_fleet, device_ranks
 from scenarios.checks import target_architecture
-from scenarios.runner import RunOptions, run_scenario
+from scenarios.horizon import Horizon, run_horizon
+from scenarios.plan_runs import ClusterRuns, LocalRuns, PlanRuns, RunRequest, systems_scenario
 from scenarios.schema import Scenario
 
 
@@ -67,23 +74,20 @@ class Probe:
     percentiles_s: dict[str, float]
     short_rounds: int
     meets: bool
-    wall_s: float  # host time of the probe
+    wall_s: float  # host time of the probe's run
+    node: str | None = None  # the Ray node that ran it; None: this process
 
 
 def probe_scenario(scenario: Scenario, uplink_mhz: float) -> Scenario:
-    tree = scenario.model_dump(mode="json")
-    # A probe takes a minute and is simply run again: no checkpoints (they would save the state of every device).
-    tree["run"].update(mode="systems", rounds=scenario.plan.rounds, checkpoint_every=0)
-    tree["network"]["uplink_mhz"] = uplink_mhz
-    tree["output"]["report"] = False
-    return parse_scenario(tree, source=f"{scenario.name} at {uplink_mhz:g} MHz")
+    return systems_scenario(scenario, uplink_mhz, scenario.plan.rounds)
 
 
 class Prober:
-    """Runs each probe once, into folder/uplink-<X>MHz, and reports a line per probe."""
+    """Runs each probe once, into folder/uplink-<X>MHz, and reports a line per probe. `ahead` names probes
+    the search will probably ask for next, for runs that can start them early (on a cluster)."""
 
-    def __init__(self, scenario: Scenario, folder: Path, progress: bool):
-        self.scenario, self.folder, self.progress = scenario, folder, progress
+    def __init__(self, scenario: Scenario, folder: Path, progress: bool, runs: PlanRuns):
+        self.scenario, self.folder, self.progress, self.runs = scenario, folder, progress, runs
         self.probes: dict[float, Probe] = {}
 
     def __call__(self, uplink_mhz: float) -> Probe:
@@ -92,16 +96,29 @@ class Prober:
             self.probes[uplink_mhz] = self._run(uplink_mhz)
         return self.probes[uplink_mhz]
 
+    def ahead(self, bands: list[float]) -> None:
+        """Start the bands the search may probe next, nearest steps first; abandon those started earlier that
+        it can no longer reach."""
+        if not self.runs.runs_ahead:  # nothing would start: spare building the probes' scenarios
+            return
+        requests = [self.request(mhz) for mhz in dict.fromkeys(map(round_mhz, bands)) if mhz not in self.probes]
+        self.runs.keep_only({r.run_dir for r in requests})
+        for request in requests:
+            self.runs.start(request)
+
+    def request(self, uplink_mhz: float) -> RunRequest:
+        return RunRequest(probe_scenario(self.scenario, uplink_mhz), self.folder / f"uplink-{uplink_mhz:g}MHz")
+
     def _run(self, uplink_mhz: float) -> Probe:
-        run_dir = self.folder / f"uplink-{uplink_mhz:g}MHz"
-        start = time.perf_counter()
-        run_scenario(probe_scenario(self.scenario, uplink_mhz), RunOptions(out=run_dir, progress=False))
-        rounds, _, _ = load_run(run_dir)
+        request = self.request(uplink_mhz)
+        done = self.runs.finish(request)
+        run_dir = request.run_dir
+        rounds = pd.read_parquet(run_dir / "rounds.parquet")
         durations = round_durations(rounds, self.scenario.run.clients_per_round)
         percentiles = duration_percentiles(durations)
         probe = Probe(uplink_mhz, str(run_dir.relative_to(self.folder.parent)), durations.tolist(), percentiles,
                       int(np.isinf(durations).sum()), percentiles["p95"] <= self.scenario.plan.round_p95_target_s,
-                      time.perf_counter() - start)
+                      done.wall_s, done.node)
         if self.progress:
             print(f"probe {len(self.probes) + 1}: uplink {uplink_mhz:g} MHz: p95 {seconds(percentiles['p95'])} "
                   f"({'meets' if probe.meets else 'over'} {self.scenario.plan.round_p95_target_s:g} s), "
@@ -115,23 +132,53 @@ def round_mhz(mhz: float) -> float:
     return float(f"{mhz:.6g}")
 
 
-def search_uplink(meets: Callable[[float], bool], lo: float, hi: float, tolerance: float) -> tuple[str, float | None]:
+def midpoint(lo: float, hi: float, tolerance: float) -> float | None:
+    """The band the bisection probes next inside (lo, hi); None once the bracket is within the tolerance or
+    as narrow as the rounding allows."""
+    if hi / lo <= 1.0 + tolerance:
+        return None
+    mid = round_mhz(math.sqrt(lo * hi))
+    return mid if lo < mid < hi else None
+
+
+def bisection_points(lo: float, hi: float, tolerance: float, levels: int = 4) -> list[float]:
+    """The bands the bisection of (lo, hi) may probe in its next `levels` steps, nearest steps first: one
+    band for the next step, two for the one after (whichever way the first goes), and so on."""
+    points, brackets = [], [(lo, hi)]
+    for _ in range(levels):
+        narrower = []
+        for a, b in brackets:
+            mid = midpoint(a, b, tolerance)
+            if mid is not None:
+                points.append(mid)
+                narrower += [(a, mid), (mid, b)]
+        brackets = narrower
+    return points
+
+
+def search_uplink(meets: Callable[[float], bool], lo: float, hi: float, tolerance: float,
+                  ahead: Callable[[list[float]], None] = lambda bands: None) -> tuple[str, float | None]:
     """(status, answer): 'unreachable' (None) if hi does not meet the target, 'minimum_meets' (lo) if lo
     already does, else 'found' with the narrowest band that met it, within a factor 1 + tolerance of one
-    that did not."""
+    that did not. Before each step `ahead` is told the bands the next steps may probe; it changes nothing
+    the search asks or answers."""
+    ahead(first_probes(lo, hi, tolerance))
     if not meets(hi):
         return "unreachable", None
     if meets(lo):
         return "minimum_meets", lo
-    while hi / lo > 1.0 + tolerance:
-        mid = round_mhz(math.sqrt(lo * hi))
-        if not lo < mid < hi:  # the bracket is as narrow as the rounding allows
-            break
+    while (mid := midpoint(lo, hi, tolerance)) is not None:
+        ahead(bisection_points(lo, hi, tolerance))
         if meets(mid):
             hi = mid
         else:
             lo = mid
     return "found", hi
+
+
+def first_probes(lo: float, hi: float, tolerance: float) -> list[float]:
+    """The search's bands in the order it may need them: the ends, then the first steps of the bisection."""
+    return [hi, lo, *bisection_points(lo, hi, tolerance)]
 
 
 # --- the plan ----------------------------------------------------------------------------------------
@@ -165,6 +212,8 @@ class Plan:
     monotonic: bool  # every wider probe met the target if a narrower one did
     at_max: dict  # session_profile at plan.uplink_mhz_max
     wall_s: float
+    cluster: str | None = None  # the Ray cluster the runs went to (--address); None: this process
+    horizon: Horizon | None = None  # plan.horizon_h hours of rounds, per hour
     rules: list[str] = field(default_factory=lambda: list(RULES))
 
     def to_json(self) -> dict:
@@ -227,17 +276,43 @@ def is_monotonic(probes: list[Probe]) -> bool:
     return all(a <= b for a, b in zip(met, met[1:]))
 
 
-def run_plan(scenario: Scenario, out: Path | None = None, progress: bool = True) -> Path:
-    """Probe the scenario, search the uplink band, write plan.json, plan.csv, plan.txt and plan.html into
-    OUT (default: output.dir/plan-NAME-UTCSTAMP; an existing non-empty OUT is refused); returns OUT."""
+@contextlib.contextmanager
+def plan_runs(scenario: Scenario, address: str | None):
+    """Runs in this process without an address; else Ray tasks on that cluster, attached for the block."""
+    if not address:
+        yield LocalRuns()
+        return
+    # Imported here: a plan without a cluster never loads Ray.
+    from fleet.pool import ray_session
+
+    rt = scenario.runtime
+    with ray_session(address, os.cpu_count() or 1, rt.dashboard, rt.loopback_only, rt.connect_timeout_s):
+        runs = ClusterRuns()
+        try:
+            yield runs
+        finally:
+            runs.close()
+
+
+def run_plan(scenario: Scenario, out: Path | None = None, progress: bool = True, address: str | None = None) -> Path:
+    """Probe the scenario, search the uplink band, run the horizon (plan.horizon_h), write plan.json,
+    plan.csv, plan_hours.csv (with a horizon), plan.txt and plan.html into OUT (default:
+    output.dir/plan-NAME-UTCSTAMP; an existing non-empty OUT is refused); returns OUT. With `address` (else
+    runtime.address), every run is a Ray task on that cluster, with the same results."""
     start = time.perf_counter()
     check_plannable(scenario)
     out = plan_dir(scenario, out)
     classes = fleet_classes(scenario)
     p = scenario.plan
-    prober = Prober(scenario, out / "probes", progress)
-    baseline = prober(scenario.network.uplink_mhz)
-    status, answer = search_uplink(lambda mhz: prober(mhz).meets, p.uplink_mhz_min, p.uplink_mhz_max, p.tolerance)
+    address = address or scenario.runtime.address
+    with plan_runs(scenario, address) as runs:
+        prober = Prober(scenario, out / "probes", progress, runs)
+        prober.ahead([scenario.network.uplink_mhz, *first_probes(p.uplink_mhz_min, p.uplink_mhz_max, p.tolerance)])
+        baseline = prober(scenario.network.uplink_mhz)
+        status, answer = search_uplink(lambda mhz: prober(mhz).meets, p.uplink_mhz_min, p.uplink_mhz_max,
+                                       p.tolerance, prober.ahead)
+        runs.keep_only(set())  # the search is done: the probes started ahead of it would hold up the horizon
+        horizon = None if p.horizon_h is None else run_horizon(scenario, answer, runs, out, progress)
     at_max = session_profile(load_run(out / prober(p.uplink_mhz_max).run_dir)[1])
     probes = list(prober.probes.values())
     message = explain(scenario, status, answer, prober, at_max)
@@ -265,7 +340,7 @@ def run_plan(scenario: Scenario, out: Path | None = None, progress: bool = True)
         classes=json.loads(class_table(clients, classes, scale).to_json(orient="records")),
         status=status, answer_mhz=answer, message=message,
         probes=probes, monotonic=is_monotonic(probes), at_max=at_max,
-        wall_s=time.perf_counter() - start,
+        wall_s=time.perf_counter() - start, cluster=address or None, horizon=horizon,
     )
     write_outputs(out, plan.to_json(), cells)
     return out

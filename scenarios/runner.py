@@ -2,7 +2,8 @@
 its parts), open the run folder, emulate, record the adapter and the summary, write the report.
 
 Order matters: everything that can fail on bad input (the scenario, its files, the data) is done before
-the run folder is created, so a mistake leaves nothing behind. Ray starts only after that.
+the run folder is created, so a mistake leaves nothing behind. Ray starts only after that, and before the
+folder too: a cluster without the GPUs runtime.gpus_per_worker asks for is found out first.
 
 Once the folder exists, whatever stops the run part way (a stop signal, Ctrl-C twice, a full disk) ends in
 RunStopped, which says how to go on from the last checkpoint.
@@ -37,9 +38,9 @@ from fleet.cluster import check_cluster
 from fleet.detection import DetectionProbe
 from fleet.emulator import StopRequested
 from fleet.grouping import GroupedHost
-from fleet.pool import WorkerFaults, WorkerPool, ray_session
+from fleet.pool import WorkerFaults, WorkerMemory, WorkerPool, missing_gpus, ray_session
 from fleet.trainer import set_flat
-from scenarios.assembly import Assembly, assemble, lora_spec, train_settings
+from scenarios.assembly import Assembly, assemble, group_memory, group_size, lora_spec, train_settings
 from scenarios.client_data import eval_windows
 from scenarios.errors import RunStopped, ScenarioError
 from scenarios.run_lock import run_lock
@@ -57,6 +58,9 @@ class RunOptions:
     progress: bool = True
     on_round: Callable[[dict], None] | None = None  # called with each rounds.parquet row as it is written
     stop_on_signals: bool = False  # SIGINT and SIGTERM stop the run with a checkpoint (main thread only)
+    # A plan's horizon (scenarios/horizon.py): the run ends at this simulated time, however many of run.rounds
+    # are left; summary.json records it as until_s. None: run.rounds alone end the run.
+    until_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Emulated:
     adapter: torch.Tensor  # the final global adapter
     detection: pd.DataFrame | None  # per evaluated site, fault detection (cell-site scenarios)
     faults: WorkerFaults  # host health: faults change no result, so they are only counted
+    memory: list[WorkerMemory]  # each worker's peak memory (none in systems mode)
 
 
 def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path:
@@ -76,12 +81,17 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
     if scenario.run.mode == "train" and scenario.runtime.address:  # a cluster that is not there: no run folder
         check_cluster(scenario.runtime.address, scenario.runtime.connect_timeout_s)
     with contextlib.ExitStack() as folder:
+        if scenario.run.mode == "train":
+            folder.enter_context(host_ray(scenario))
         run_dir, recorder, saved = open_run_folder(scenario, options, folder)
         with resumable(run_dir):
             emulated = emulate(run, run_dir, recorder, saved, options)
             if scenario.run.mode == "train":
                 save_adapter(run.server_model, emulated.adapter, run.strategy, run_dir / "adapter")
-            summary = summarise(run, recorder, wall_start) | asdict(emulated.faults) | run.strategy.accounting()
+            summary = (summarise(run, recorder, wall_start) | asdict(emulated.faults) | worker_memory(emulated.memory)
+                       | run.strategy.accounting())
+            if options.until_s is not None:
+                summary["until_s"] = options.until_s
             if emulated.detection is not None:
                 found = detection_summary(pd.DataFrame(recorder.rounds_rows), emulated.detection,
                                           scenario.data.cellsite.target_auroc)
@@ -91,6 +101,27 @@ def run_scenario(scenario: Scenario, options: RunOptions = RunOptions()) -> Path
         if scenario.output.report:
             write_report(run_dir)
     return run_dir
+
+
+@contextlib.contextmanager
+def host_ray(scenario: Scenario):
+    """Ray for a training run (a new local one, or the cluster runtime.address names), refused at once when it
+    cannot place a worker holding runtime.gpus_per_worker GPUs: Ray itself would wait for one for ever."""
+    rt = scenario.runtime
+    with ray_session(rt.address, rt.workers * rt.threads_per_worker, rt.dashboard, rt.loopback_only,
+                     rt.connect_timeout_s):
+        problem = missing_gpus(rt.gpus_per_worker)
+        if problem:
+            raise ScenarioError(f"runtime.gpus_per_worker: {problem}")
+        yield
+
+
+def worker_memory(memory: list[WorkerMemory]) -> dict:
+    """summary.json's figures of the workers' peak memory (MiB), the largest over workers: what
+    runtime.worker_memory_gb must cover."""
+    cuda = [m.peak_cuda_mb for m in memory if m.peak_cuda_mb is not None]
+    return {"worker_peak_rss_mb": max((m.peak_rss_mb for m in memory), default=None),
+            "worker_peak_cuda_mb": max(cuda, default=None)}
 
 
 @contextlib.contextmanager
@@ -133,6 +164,9 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
     scenario = run.scenario
     state = run_dir / "state"
     clients = run.client_side(state)
+    group = group_size(scenario)
+    if scenario.run.mode == "train" and scenario.runtime.group_size == "auto" and options.progress:
+        print(auto_group_line(run, group), file=sys.stderr)
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, state, ignore_errors=True)
         bar = stack.enter_context(tqdm(total=scenario.run.rounds + 1, initial=len(recorder.rounds_rows),
@@ -154,16 +188,25 @@ def emulate(run: Assembly, run_dir: Path, recorder: RunRecorder, saved: dict | N
             bar.set_postfix(round=row["round"], sim_s=f"{row['t_end']:.0f}",
                             loss="-" if np.isnan(loss) else f"{loss:.3f}")
 
-        group = scenario.runtime.group_size
         host = GroupedHost(pool, group) if pool is not None and group > 1 else pool
         try:
+            until_s = float("inf") if options.until_s is None else options.until_s
             final = run.emulator(clients, host, recorder, (probe,) if probe else (), progress, saved,
-                                 signals.requested).run()
+                                 signals.requested, until_s).run()
         except StopRequested as stop:
             raise RunStopped(run_dir, f"{signals.name}: {stop}, with a checkpoint", 128 + signals.signum) from None
         detection = None if probe is None else local_baselines(run, probe, clients, final)
         faults = pool.faults() if pool is not None else WorkerFaults(jobs_retried=0, workers_replaced=0)
-    return Emulated(final, detection, faults)
+        memory = pool.peak_memory() if pool is not None else []
+    return Emulated(final, detection, faults, memory)
+
+
+def auto_group_line(run: Assembly, group: int) -> str:
+    """What runtime.group_size: auto came to, and from what."""
+    memory, rt = group_memory(run.scenario), run.scenario.runtime
+    return (f"runtime.group_size: auto -> {group} clients per pass ({memory.per_client_bytes / 1e6:.1f} MB per "
+            f"client + {memory.shared_bytes / 1e6:.0f} MB per worker, estimated, in runtime.worker_memory_gb "
+            f"{rt.worker_memory_gb:g}; at most run.clients_per_round {run.scenario.run.clients_per_round})")
 
 
 @contextlib.contextmanager
@@ -174,7 +217,7 @@ def start_pool(run: Assembly):
                      rt.connect_timeout_s):
         windows = eval_windows(run.data, s.data.eval_windows, s.training.seq_len, s.seed)
         with WorkerPool(rt.workers, rt.threads_per_worker, resolve_model_path(s.model.path), lora_spec(s),
-                        train_settings(s), run.data.train, run.data.test, windows) as pool:
+                        train_settings(s), run.data.train, run.data.test, windows, rt.gpus_per_worker) as pool:
             pool.wait_ready()
             yield pool
 

@@ -482,10 +482,28 @@ class RunSection(Section):
 class RuntimeSection(Section):
     workers: int = Field(2, ge=1, le=4096, description="Ray actors that train clients")
     threads_per_worker: int = Field(1, ge=1, le=256, description="torch threads (and Ray CPUs) per actor")
-    group_size: int = Field(1, ge=1, le=1024, description="clients a worker trains in one pass over the base model "
-                            "(fleet/grouped.py); 1: one at a time. Groups are cut by the schedule, so results do "
-                            "not depend on the number of workers; a client's update in a group equals its update "
-                            "alone to float rounding")
+    group_size: int | Literal["auto"] = Field(
+        1, description="clients a worker trains in one pass over the base model (fleet/grouped.py), 1 to 1024; 1: "
+        "one at a time. Groups are cut by the schedule, so results do not depend on the number of workers; a "
+        "client's update in a group equals its update alone to float rounding. 'auto': as many as "
+        "worker_memory_gb holds by an estimate of one client's training memory on the trained model (at most "
+        "run.clients_per_round), computed from the scenario alone, so the same on every host; summary.json says "
+        "what it came to")
+    worker_memory_gb: float = Field(
+        4.0, gt=0, le=4096, description="memory (GB, decimal) one worker's training may take, which "
+        "group_size: auto fills: host RAM on CPU, the worker's share of its GPU's memory with gpus_per_worker above "
+        "0. 4 GB is a CPU worker's share of a 16 GB machine running a few of them; on a GPU give the card's memory "
+        "times gpus_per_worker, less a margin. Only group_size: auto reads it")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, le=64, description="GPUs each worker holds through Ray's resource accounting (a fraction "
+        "shares one card between workers: 0.25 puts four on it); above 0 its trainer runs on CUDA. 0: CPU only, "
+        "the default and the path tested everywhere. A run stops at once if the Ray cluster has fewer GPUs than "
+        "one worker needs")
+    train_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="arithmetic of local training's matmuls: bf16 runs the frozen base's (and the "
+        "adapters') matmuls in bfloat16 under torch.autocast, on CPU or CUDA, while the adapters, their optimiser "
+        "state and every update stay float32; held-out evaluation stays float32 either way. fp32: exact float32, "
+        "the default; a bf16 update lies a few percent (relative L2) from the float32 one (docs/performance.md)")
     address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); None: a new "
                                 "local Ray, whatever RAY_ADDRESS says")
     connect_timeout_s: float = Field(20.0, gt=0, le=600, description="how long attaching to `address` may wait for "
@@ -494,6 +512,30 @@ class RuntimeSection(Section):
                             "fewer, and nothing to reach from outside)")
     loopback_only: bool = Field(True, description="a local Ray listens on 127.0.0.1 only (its dashboard too); "
                                 "false: on every interface, as Ray does by default")
+
+    @field_validator("group_size", mode="before")
+    @classmethod
+    def _group_size_word(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError(f"a number of clients, or 'auto'; got {v!r}")
+        return v
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, v: int | str) -> int | str:
+        from fleet.grouping import MAX_GROUP_SIZE
+
+        if v != "auto" and not 1 <= v <= MAX_GROUP_SIZE:
+            raise ValueError(f"a group holds 1 to {MAX_GROUP_SIZE} clients, or 'auto'; got {v}")
+        return v
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpu_share(cls, v: float) -> float:
+        # Ray schedules fractions of one GPU, or whole GPUs: 1.5 would be refused when a worker starts
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"a worker holds a fraction of one GPU or a whole number of GPUs, not {v:g}")
+        return v
 
 
 class OutputSection(Section):
@@ -526,6 +568,14 @@ class PlanSection(Section):
     rounds: int = Field(
         10, ge=1, description="synchronous rounds emulated per probe; with n rounds a single round short of K "
         "reports lifts p95 to unbounded unless n >= 21"
+    )
+    horizon_h: int | None = Field(
+        None, ge=1, le=168,
+        description="whole simulated hours of rounds, back to back from t = 0 (midnight of the reference time "
+        "zone), under the classes' daily availability and charging, at the band the plan recommends (the "
+        "scenario's network.uplink_mhz when none meets the target); the plan then reports round duration, "
+        "participation and cell load per hour and the busy hour. 24: a day. At most 168 (a week: every daily "
+        "pattern has repeated by then). None: no horizon",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from analysis.recorder import RunRecorder
 from fleet.architectures import Architecture
 from fleet.emulator import SessionCost
 from fleet.payload import emulated_values
-from scenarios.assembly import Assembly, invitable
+from scenarios.assembly import Assembly, group_size, invitable
 from scenarios.checks import timed_modules
 
 
@@ -24,7 +24,8 @@ def full_model_uplink(sessions, arch: Architecture, cost: SessionCost, fleet_siz
     full = 4 * arch.params
     lora = np.broadcast_to(np.asarray(cost.bytes_up, dtype=np.float64), fleet_size)
     sent = sessions["bytes_up"].to_numpy(np.float64) if len(sessions) else np.zeros(0)
-    payload = lora[sessions["device"].to_numpy()] if len(sessions) else np.zeros(0)
+    # A round with no session makes clients.parquet's integer columns floats (analysis/recorder.py).
+    payload = lora[sessions["device"].to_numpy().astype(np.int64)] if len(sessions) else np.zeros(0)
     full_uplink = float(np.sum(np.divide(sent * full, payload, out=np.zeros_like(sent), where=payload > 0)))
     return {
         "full_model_bytes": full,
@@ -74,5 +75,6 @@ def summarise(run: Assembly, recorder: RunRecorder, wall_start: float) -> dict:
         "devices_per_rank": {int(r): int(n) for r, n in zip(*np.unique(ranks, return_counts=True))},
         "flops_per_session": run.cost.flops,
         "training_memory_gb": run.memory.total_bytes / 1e9,
+        "group_size": group_size(scenario),  # clients a worker trained per pass, runtime.group_size: auto resolved
         "wall_s": time.time() - wall_start,
     }

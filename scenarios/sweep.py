@@ -104,10 +104,12 @@ def new_sweep_dir(scenario: Scenario, out: Path | None) -> Path:
 
 
 def trial_bundles(scenario: Scenario) -> list[dict[str, float]]:
-    """The trial's driver first, then one bundle per training actor (systems mode trains nothing)."""
+    """The trial's driver first, then one bundle per training actor (systems mode trains nothing), with its
+    GPU share when it holds one: an actor asks its bundle for what it needs."""
     rt = scenario.runtime
     actors = rt.workers if scenario.run.mode == "train" else 0
-    return [{"CPU": 1}] + [{"CPU": rt.threads_per_worker}] * actors
+    gpus = {"GPU": rt.gpus_per_worker} if rt.gpus_per_worker > 0 else {}
+    return [{"CPU": 1}] + [{"CPU": rt.threads_per_worker, **gpus}] * actors
 
 
 def trial_cpus(scenario: Scenario) -> float:
@@ -115,16 +117,22 @@ def trial_cpus(scenario: Scenario) -> float:
 
 
 def check_capacity(trials: list[Trial], scenarios: list[Scenario]) -> None:
-    """A trial that needs more CPUs than the cluster has would wait for ever."""
+    """A trial that needs more CPUs or GPUs than the cluster has would wait for ever."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 0)
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0), have.get("GPU", 0)
     for trial, scenario in zip(trials, scenarios):
         need = trial_cpus(scenario)
         if need > cpus:
             raise ScenarioError(
                 f"trial {trial.index} ({', '.join(trial.overrides)}): runtime.workers x "
                 f"runtime.threads_per_worker + 1 for its driver needs {need} CPUs; the Ray cluster has {cpus:g}")
+        need = sum(b.get("GPU", 0) for b in trial_bundles(scenario))
+        if need > gpus:
+            raise ScenarioError(
+                f"trial {trial.index} ({', '.join(trial.overrides)}): runtime.workers x "
+                f"runtime.gpus_per_worker needs {need:g} GPUs; the Ray cluster has {gpus:g}")
 
 
 def run_trial(scenario: Scenario) -> TrialResult:
