@@ -179,6 +179,13 @@ def main() -> None:
             print(f"  bare loop CUDA peak:                 {floor_cuda:.0f} MiB")
     print(f"grouped against one at a time: emulator {runs[1][0] / runs[group][0]:.2f}x, "
           f"bare loop {floors[1][0] / floors[group][0]:.2f}x")
+    if args.dtype != "fp32":  # against the default engine too: float32, one client at a time
+        default_s, _ = emulator_round(load_scenario("quickstart", [*overrides, "runtime.train_dtype=fp32"]))
+        fp32_peak = matmul_flops(device, "fp32", cores)
+        achieved = args.clients * flops_per_client / runs[group][0]
+        print(f"fp32, one at a time: {args.clients / default_s:.2f} client updates per second; {args.dtype} in groups "
+              f"of {group} against it: {default_s / runs[group][0]:.2f}x, at {achieved / fp32_peak:.3f} of the fp32 "
+              f"matmul peak ({fp32_peak / 1e9:.1f} GFLOP/s)")
 
 
 if __name__ == "__main__":
