@@ -24,6 +24,7 @@ from typing import Callable, Protocol
 
 from scenarios.errors import ScenarioError
 from scenarios.loader import parse_scenario
+from scenarios.run_files import folder_files, write_files
 from scenarios.schema import Scenario
 
 # A task whose node dies is run again this many times before the plan fails (sweeps allow trials as many).
@@ -116,7 +117,7 @@ def run_remote(scenario: Scenario, until_s: float | None) -> RemoteRun:
     with tempfile.TemporaryDirectory(prefix="fedfleet-plan-") as tmp:
         run_dir = Path(tmp) / "run"
         run_scenario(scenario, RunOptions(out=run_dir, progress=False, until_s=until_s))
-        files = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        files = folder_files(run_dir)
     return RemoteRun(files, ray.get_runtime_context().get_node_id(), time.perf_counter() - start)
 
 
@@ -148,8 +149,6 @@ class ClusterRuns:
 
     def finish(self, request: RunRequest, on_round: Callable[[dict], None] | None = None) -> Finished:
         import ray
-
-        from scenarios.sweep import write_files
 
         ref = self._pending.pop(request.run_dir, None) or self._task.remote(request.scenario, request.until_s)
         result: RemoteRun = ray.get(ref)

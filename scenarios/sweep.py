@@ -41,6 +41,7 @@ from analysis.sweep_report import write_sweep
 from scenarios.grid import Trial, grid, seed_values
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
+from scenarios.run_files import folder_files, write_files
 from scenarios.schema import Scenario
 
 NAN = float("nan")
@@ -148,7 +149,7 @@ def run_trial(scenario: Scenario) -> TrialResult:
             run_scenario(scenario, RunOptions(out=run_dir, progress=False))
         except Exception as err:  # a failed trial is a result too: the others go on
             error = f"{type(err).__name__}: {err}"
-        files = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        files = folder_files(run_dir)
     return TrialResult(files, ray.get_runtime_context().get_node_id(), wall_start, time.time(), error)
 
 
@@ -189,9 +190,3 @@ def run_trials(trials: list[Trial], scenarios: list[Scenario], sweep_dir: Path,
             remove_placement_group(group)
     return results
 
-
-def write_files(folder: Path, files: dict[str, bytes]) -> None:
-    for name, content in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
