@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fleet.base_model import load_base_model, load_tokenizer
+from fleet.base_model import load_base_model
 from fleet.grouped import GroupedTrainer
 from fleet.trainer import (LocalTrainer, LoraSpec, TrainJob, TrainSettings, adapter_layout, get_flat, windows,
                            wrap_with_lora)
@@ -29,14 +29,6 @@ FP32_RELATIVE, FP32_ENTRY = 1e-4, 1e-4
 # measured 3.4% to 7.0% and 2.7% to 6.2% (more for fewer steps: Adam's first steps magnify rounding). Bounds at
 # about twice.
 BF16_VS_FP32, BF16_GROUP_VS_ALONE = 0.15, 0.15
-
-
-@pytest.fixture(scope="module")
-def texts():
-    tok = load_tokenizer("builtin")
-    lines = ["Now is the winter of our discontent", "Made glorious summer by this sun of York;",
-             "And all the clouds that lour'd upon our house", "In the deep bosom of the ocean buried."]
-    return [np.asarray(tok((line + "\n") * (12 + 3 * i))["input_ids"], dtype=np.int32) for i, line in enumerate(lines)]
 
 
 def trainer(device: str, train_dtype: str = "fp32") -> LocalTrainer:

@@ -2,12 +2,11 @@
 every kind of job a strategy family sends (plain, proximal, personal and frozen parts, heterogeneous ranks,
 bottleneck adapters, poisoned data, partial work), to float32 rounding."""
 
-import numpy as np
 import pytest
 import torch
 
 from aggregation.partial import FEDSA_LORA, FFA_LORA, PWFF
-from fleet.base_model import load_base_model, load_tokenizer
+from fleet.base_model import load_base_model
 from fleet.grouped import GroupedTrainer
 from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainSettings, adapter_layout, get_flat, wrap_with_lora
 
@@ -15,14 +14,6 @@ SETTINGS = TrainSettings(seed=0, batch_size=4, seq_len=32, lr=1e-2, weight_decay
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Float32 sums taken in another order (batched products): updates of about 1e-2 agree to about 1e-6.
 ATOL, RTOL = 2e-5, 1e-3
-
-
-@pytest.fixture(scope="module")
-def texts():
-    tok = load_tokenizer("builtin")
-    lines = ["Now is the winter of our discontent", "Made glorious summer by this sun of York;",
-             "And all the clouds that lour'd upon our house", "In the deep bosom of the ocean buried."]
-    return [np.asarray(tok((line + "\n") * (12 + 3 * i))["input_ids"], dtype=np.int32) for i, line in enumerate(lines)]
 
 
 def trainers(lora: LoraSpec):

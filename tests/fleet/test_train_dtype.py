@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fleet.base_model import load_base_model, load_tokenizer
+from fleet.base_model import load_base_model
 from fleet.grouped import GroupedTrainer
 from fleet.trainer import (LocalTrainer, LoraSpec, TrainJob, TrainSettings, adapter_layout, get_flat, windows,
                            wrap_with_lora)
@@ -21,14 +21,6 @@ LORA = LoraSpec(r=4, alpha=8.0, dropout=0.0,
 BF16_VS_FP32 = 0.08
 # A client in a bf16 group against the same client alone in bf16: measured 2.6% to 3.0%.
 BF16_GROUP_VS_ALONE = 0.06
-
-
-@pytest.fixture(scope="module")
-def texts():
-    tok = load_tokenizer("builtin")
-    lines = ["Now is the winter of our discontent", "Made glorious summer by this sun of York;",
-             "And all the clouds that lour'd upon our house", "In the deep bosom of the ocean buried."]
-    return [np.asarray(tok((line + "\n") * (12 + 3 * i))["input_ids"], dtype=np.int32) for i, line in enumerate(lines)]
 
 
 def trainer(train_dtype: str) -> LocalTrainer:
