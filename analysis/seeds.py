@@ -134,8 +134,9 @@ def seed_row(run, target: float | None) -> dict:
 
 
 def seed_metrics(columns) -> dict[str, str]:
-    """SEED_METRICS, and the DETECTION_SEED_METRICS among `columns`: column -> heading."""
-    return SEED_METRICS | {k: v for k, v in DETECTION_SEED_METRICS.items() if k in columns}
+    """SEED_METRICS, and the DETECTION_SEED_METRICS among `columns` (of the rows, or of their seed_table, whose
+    metric C has C_n): column -> heading."""
+    return SEED_METRICS | {k: v for k, v in DETECTION_SEED_METRICS.items() if k in columns or f"{k}_n" in columns}
 
 
 def seed_table(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -169,7 +170,7 @@ def shown_seed_table(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
                          ("time_to_detection_target_s", "reached detection target")):
         if f"{column}_n" in table:
             shown[what] = [f"{n} of {s}" for n, s in zip(table[f"{column}_n"], table["seeds"])]
-    for column, heading in seed_metrics({c.removesuffix("_n") for c in table.columns}).items():
+    for column, heading in seed_metrics(table.columns).items():
         shown[heading] = interval_text(table, column)
     return shown
 

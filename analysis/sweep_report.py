@@ -220,7 +220,7 @@ def glance_table(sweep_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame) -> p
     by = group_fields(table)
     labels = [group_label(by, row) for row in seeds[by].itertuples(index=False)] if by else ["all trials"]
     rows = {"seeds (reached target)": [f"{s} ({n})" for s, n in zip(seeds["seeds"], seeds["time_to_target_s_n"])]}
-    metrics = seed_metrics({c.removesuffix("_n") for c in seeds.columns})
+    metrics = seed_metrics(seeds.columns)
     for column in GLANCE + tuple(c for c in metrics if c not in SEED_METRICS):
         rows[metrics[column]] = [interval_cell(row, column, glance_number(column))
                                  for row in seeds.itertuples(index=False)]
