@@ -46,6 +46,11 @@ class Availability(Protocol):
     def ever_available(self, devices: np.ndarray) -> np.ndarray:
         """(n,) bool: available at some time at all (privacy accounting samples from these alone)."""
 
+    # How `charging` follows from availability: True, plugged in exactly while available; False, never
+    # plugged in. A device at work is available until its `offline_after`, so a clock that knows when a session
+    # began knows the device's charging all through it without asking again (fleet/fast_clock.py).
+    plugged_while_available: bool
+
 
 def _always(devices: np.ndarray) -> np.ndarray:
     return np.ones(_indices(devices).shape, dtype=bool)
@@ -92,6 +97,7 @@ class _PerDeviceUniforms:
 class AlwaysOn:
     """Every device is always available and never charging (mains-powered or on its own battery)."""
 
+    plugged_while_available = False
     def available(self, t: float, devices: np.ndarray) -> np.ndarray:
         _, d = _query(t, devices)
         return np.ones(d.shape, dtype=bool)
@@ -118,6 +124,7 @@ class Diurnal:
     half-open: [start, start + window_hours). The device is plugged in exactly while it is available.
     """
 
+    plugged_while_available = True
     window_start_h: float = param(22.0, "local clock time at which phones are typically put on charge")
     window_hours: float = param(9.0, "length of the window, in (0, 24]: 9 is 22:00 to 07:00")
     jitter_h: float = param(1.0, "half-width of the spread of window starts across owners, in [0, 12]")
@@ -271,6 +278,7 @@ class MarkovOnOff:
     about the few hundred selected devices per round costs little, and queries may go back in time.
     """
 
+    plugged_while_available = False
     mean_on_s: float = param(help="mean time on, seconds > 0")
     mean_off_s: float = param(help="mean time off, seconds > 0")
     seed: int = param(0, "the scenario's seed (never set in a scenario)")
@@ -315,6 +323,7 @@ class TraceAvailability:
     perm[d mod C], so with more devices than clients the clients repeat, each used as evenly as possible.
     """
 
+    plugged_while_available = True
     trace: BehaveTrace
     seed: int = 0
     _perm: np.ndarray = field(init=False, repr=False)

@@ -336,11 +336,12 @@ class CellNetwork:
         return shannon_rate_bps(band_hz, self.fleet.per_class("tx_power_dbm", devices), loss,
                                 self.radio.noise_figure_db, self.interference_up[self.fleet.cell[devices]])
 
-    def multicasts(self, devices: np.ndarray, fade_down_db: np.ndarray,
-                   download_bytes: Callable[[int], int]) -> dict[int, Multicast]:
+    def broadcasts(self, devices: np.ndarray, fade_down_db: np.ndarray,
+                   download_bytes: Callable[[int], int]) -> dict[int, tuple[float, float, int]]:
         """One broadcast of the global adapter per cell with invitees, over the whole downlink band at the base
-        station's full power, at the rate of the weakest invitee that is not in outage (all must decode it).
-        `download_bytes`: what each device downloads."""
+        station's full power, at the rate of the weakest invitee that is not in outage (all must decode it):
+        cell -> (bits, rate in bit/s, receivers), the arguments of its `Multicast`. `download_bytes`: what
+        each device downloads."""
         radio, cells = self.radio, self.fleet.cell[devices]
         loss = self.loss_db[devices] - fade_down_db
         snr = snr_db(radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db)
@@ -351,5 +352,5 @@ class CellNetwork:
             ok = (cells == cell) & (snr >= radio.outage_snr_db)
             if ok.any():
                 bits = 8.0 * max(download_bytes(int(d)) for d in devices[ok])
-                out[int(cell)] = Multicast(self.env, bits, float(rate[ok].min()), int((cells == cell).sum()))
+                out[int(cell)] = (bits, float(rate[ok].min()), int((cells == cell).sum()))
         return out

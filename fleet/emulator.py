@@ -177,6 +177,10 @@ class SessionLog:
                  "train_s", "upload_s", "bytes_down", "bytes_up", "bytes_down_air", "bytes_up_air", "energy_j",
                  "uplink_mbps", "downlink_mbps", "steps", "staleness", "charge_start", "charge_end")
     COLUMNS = __slots__
+    # Each column's type, so that a step with no session records the same types as one with many.
+    DTYPES = {c: object if c in ("outcome", "phase") else np.int64 if c in (
+        "device", "round", "base_version", "bytes_down", "bytes_up", "bytes_up_air", "steps", "staleness") else float
+        for c in COLUMNS}
 
     def __init__(self, device: int, rnd: int, base_version: int, t_start: float):
         self.device, self.round, self.base_version, self.t_start = device, rnd, base_version, t_start
@@ -205,6 +209,21 @@ class SessionPlan:
     steps: int  # local steps asked for
     train_s: float  # seconds they take at the device's speed
     upload_estimate_s: float  # its upload when the round's K devices share the cell's uplink (partial work)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The invitees' draws for one round (or one invitation of an asynchronous server), one entry each."""
+
+    offline_s: np.ndarray  # seconds until the device's availability ends (inf: never)
+    hazard_s: np.ndarray  # seconds until it leaves, offline or failed, whichever comes first
+    offline: np.ndarray  # bool: it leaves because it goes offline (else: it fails)
+    fade_up_db: np.ndarray
+    fade_down_db: np.ndarray
+    steps: np.ndarray
+    train_s: np.ndarray
+    upload_estimate_s: np.ndarray
+    broadcasts: dict[int, tuple[float, float, int]]  # cell -> its broadcast's (bits, rate bit/s, receivers)
 
 
 @dataclass
@@ -369,7 +388,7 @@ class Emulator:
         """Publish version 0 and evaluate it (a replayed run has its row on record already)."""
         self._publish()
         if not self.journal.replaying:
-            self._evaluate(self._row(0, 0.0, [], [], False))
+            self._evaluate(self._row(0, 0.0, self._ended_columns(), [], False))
 
     def _stalled_message(self) -> str:
         """Why no update arrives: who cannot be invited, and how the sessions of those who were ended."""
@@ -378,8 +397,8 @@ class Emulator:
         low = int((fleet.charge_fraction(able) < self.rules.min_charge).sum())
         away = int((~fleet.available(now, able)).sum())
         ended: dict[str, int] = {}
-        for log in self._ended:
-            ended[log.outcome] = ended.get(log.outcome, 0) + 1
+        for outcome in self._ended_outcomes():
+            ended[outcome] = ended.get(outcome, 0) + 1
         how = ", ".join(f"{n} {outcome}" for outcome, n in sorted(ended.items())) or "none"
         return (f"no update reached the asynchronous server in {STALL_LIMIT_S / 86_400:.0f} simulated days "
                 f"(t = {now:.0f} s, version {self.version} of {self.rules.rounds}). Of the {len(able)} devices able "
@@ -568,8 +587,28 @@ class Emulator:
         return np.sort(self.selector.select(ctx, k or rules.selected, stream(self.seed, "select", key)))
 
     def plan(self, rnd: int, devices: np.ndarray) -> list[SessionPlan]:
+        """Each invitee's draws for this round (`draws`), one SessionPlan each."""
+        draws = self.draws(rnd, devices)
+        multicasts = {cell: Multicast(self.env, *broadcast) for cell, broadcast in draws.broadcasts.items()}
+        return [
+            SessionPlan(
+                device=int(d),
+                multicast=multicasts.get(int(self.fleet.cell[d])),
+                hazard_s=float(draws.hazard_s[i]),
+                hazard="offline" if draws.offline[i] else "device_failure",
+                fade_up_db=float(draws.fade_up_db[i]),
+                fade_down_db=float(draws.fade_down_db[i]),
+                steps=int(draws.steps[i]),
+                train_s=float(draws.train_s[i]),
+                upload_estimate_s=float(draws.upload_estimate_s[i]),
+            )
+            for i, d in enumerate(devices)
+        ]
+
+    def draws(self, rnd: int, devices: np.ndarray) -> Draws:
         """Each invitee's draws for this round, all vectorised: fading per transfer, the first hazard
-        (availability ends or the device fails), training time from FLOPs and the device's speed."""
+        (availability ends or the device fails), training time from FLOPs and the device's speed, and each
+        cell's broadcast when the radio multicasts."""
         fleet, n = self.fleet, len(devices)
         offline_s = fleet.offline_after(self.env.now, devices)
         rate = fleet.per_class("failures_per_hour", devices) / 3600.0
@@ -580,22 +619,11 @@ class Emulator:
         steps, train_s = self._steps(devices)
         # What a device expects its upload to take when the round's K devices share the cell's uplink.
         upload_rate = self.cells.uplink_rate_bps(devices, self.radio.uplink_hz / self.rules.clients_per_round, fade_up)
-        upload_estimate_s = 8.0 * self.bytes_up[devices] / np.maximum(upload_rate, MIN_EXPECTED_RATE_BPS)
-        multicasts = self.cells.multicasts(devices, fade_down, self._download_bytes) if self.radio.multicast else {}
-        return [
-            SessionPlan(
-                device=int(d),
-                multicast=multicasts.get(int(fleet.cell[d])),
-                hazard_s=float(min(offline_s[i], failure_s[i])),
-                hazard="offline" if offline_s[i] <= failure_s[i] else "device_failure",
-                fade_up_db=float(fade_up[i]),
-                fade_down_db=float(fade_down[i]),
-                steps=int(steps[i]),
-                train_s=float(train_s[i]),
-                upload_estimate_s=float(upload_estimate_s[i]),
-            )
-            for i, d in enumerate(devices)
-        ]
+        broadcasts = self.cells.broadcasts(devices, fade_down, self._download_bytes) if self.radio.multicast else {}
+        return Draws(offline_s=offline_s, hazard_s=np.minimum(offline_s, failure_s), offline=offline_s <= failure_s,
+                     fade_up_db=fade_up, fade_down_db=fade_down, steps=steps, train_s=train_s,
+                     upload_estimate_s=8.0 * self.bytes_up[devices] / np.maximum(upload_rate, MIN_EXPECTED_RATE_BPS),
+                     broadcasts=broadcasts)
 
     def _steps(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Local steps of each invitee and the seconds they take at its speed: local_steps each, or under a
@@ -639,21 +667,30 @@ class Emulator:
                        groups=self.strategy.groups, poison=bool(self.clients.poisons(d)))
         return host.train(job, start, cohort.base_ref)
 
-    def _record_sessions(self, rnd: int) -> list[SessionLog]:
-        """The sessions ended since the server last looked, by device, on record (replayed sessions are on
-        record already)."""
+    def _ended_outcomes(self) -> list[str]:
+        """How the sessions ended since the server last looked ended."""
+        return [log.outcome for log in self._ended]
+
+    def _ended_columns(self) -> dict[str, np.ndarray]:
+        """The sessions ended since the server last looked, as columns (SessionLog.COLUMNS), by device."""
         logs, self._ended, self._finished = sorted(self._ended, key=lambda s: (s.device, s.t_start)), [], []
+        return {c: np.array([getattr(s, c) for s in logs], dtype=SessionLog.DTYPES[c]) for c in SessionLog.COLUMNS}
+
+    def _record_sessions(self, rnd: int) -> dict[str, np.ndarray]:
+        """The sessions ended since the server last looked, by device, on record (replayed sessions are on
+        record already); as columns."""
+        columns = self._ended_columns()
+        devices = np.asarray(columns["device"], dtype=np.int64)
         if not self.journal.replaying:
-            columns = {c: [getattr(s, c) for s in logs] for c in SessionLog.COLUMNS}
-            columns["round"] = [rnd] * len(logs)
-            columns["device_class"] = [self.fleet.classes[self.fleet.cls[s.device]].name for s in logs]
-            columns["cell"] = [int(self.fleet.cell[s.device]) for s in logs]
-            columns["data_client"] = [int(self.fleet.data_client[s.device]) for s in logs]
-            self.sink.sessions(columns)
-        for s in logs:
-            if s.outcome == "completed":
-                self.history.last_duration_s[s.device] = s.t_end - s.t_start
-        return logs
+            names = np.array([c.name for c in self.fleet.classes], dtype=object)
+            self.sink.sessions({**columns, "round": np.full(len(devices), rnd, dtype=np.int64),
+                                "device_class": names[self.fleet.cls[devices]],
+                                "cell": self.fleet.cell[devices].astype(np.int64),
+                                "data_client": self.fleet.data_client[devices].astype(np.int64)})
+        done = np.asarray(columns["outcome"]) == "completed"
+        self.history.last_duration_s[devices[done]] = (np.asarray(columns["t_end"], dtype=float)[done]
+                                                       - np.asarray(columns["t_start"], dtype=float)[done])
+        return columns
 
     def _close(self, rnd: int, opened: float, arrivals: list[Arrival]) -> bool:
         """Aggregate what arrived and passed the screen (nothing: an abandoned round), record the sessions
@@ -691,12 +728,12 @@ class Emulator:
             losses = [[r.job.client, float(r.loss_first)] for r in results]
         # Bytes of the trained model's updates (the proxy's), beside bytes_up of the emulated model.
         payload, self._unrecorded_payload = payload + self._unrecorded_payload, 0
-        logs = self._record_sessions(rnd)
+        sessions = self._record_sessions(rnd)
         if arrivals:
             self.version += 1
             self._publish()
         self._note(rejected, losses, recorded=True, published=bool(arrivals))
-        row = self._row(rnd, opened, logs, arrivals, not arrivals)
+        row = self._row(rnd, opened, sessions, arrivals, not arrivals)
         row.update(train_loss=train_loss, trained_payload_bytes=payload, aggregation_error=error,
                    **self.strategy.metrics())
         last = self.version >= self.rules.rounds if asynchronous else rnd == self.rules.rounds
@@ -730,29 +767,35 @@ class Emulator:
         traits = self.strategy.traits
         return max(traits.min_updates, 1 if traits.asynchronous else self.rules.min_reports)
 
-    def _row(self, rnd: int, opened: float, logs: list[SessionLog], arrivals: list[Arrival],
+    def _row(self, rnd: int, opened: float, sessions: dict[str, list], arrivals: list[Arrival],
              abandoned: bool) -> dict:
-        outcomes = [s.outcome for s in logs]
-        staleness = [a.log.staleness for a in arrivals]
+        """A server step's row from its sessions' columns (`_record_sessions`)."""
+        outcomes = np.asarray(sessions["outcome"], dtype=object)
+        devices = np.asarray(sessions["device"], dtype=np.int64)
+        staleness = self._staleness(arrivals)
+        # sent by the network: a cell's broadcast once for all its receivers, a site's backhaul per copy
+        down = np.where(self.cells.at_site[devices], np.asarray(sessions["bytes_down"], dtype=float),
+                        np.asarray(sessions["bytes_down_air"], dtype=float))
         return {
             "round": rnd,
             "version": self.version,
             "t_start": opened,
             "t_end": self.env.now,
             "duration_s": self.env.now - opened,
-            "selected": len(logs),  # sessions that ended in this round (asynchronous: since the last version)
+            "selected": len(devices),  # sessions that ended in this round (asynchronous: since the last version)
             "completed": len(arrivals),
-            **{outcome: outcomes.count(outcome) for outcome in OUTCOMES if outcome != "completed"},
+            **{outcome: int((outcomes == outcome).sum()) for outcome in OUTCOMES if outcome != "completed"},
             "abandoned": abandoned,
-            "bytes_up": int(sum(s.bytes_up for s in logs)),
-            # sent by the network: a cell's broadcast once for all its receivers, a site's backhaul per copy
-            "bytes_down": int(round(sum(s.bytes_down if self.cells.at_site[s.device] else s.bytes_down_air
-                                        for s in logs))),
-            "energy_j": float(sum(s.energy_j for s in logs)),
+            "bytes_up": int(np.sum(sessions["bytes_up"], dtype=np.int64)),
+            "bytes_down": int(round(float(down.sum()))),
+            "energy_j": float(np.sum(sessions["energy_j"], dtype=float)),
             "staleness_mean": float(np.mean(staleness)) if staleness else float("nan"),
             "staleness_max": int(max(staleness)) if staleness else 0,
             **{f"charge_{name}": level for name, level in self.fleet.mean_battery_level().items()},
         }
+
+    def _staleness(self, arrivals: list[Arrival]) -> list[int]:
+        return [a.log.staleness for a in arrivals]
 
     def _evaluate(self, row: dict) -> None:
         """Held-out loss of the new version, computed while the next round trains and recorded after it:

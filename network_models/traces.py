@@ -76,6 +76,11 @@ class RateTrace:
         return float(self._delivered[-1])
 
     @property
+    def delivered_bits(self) -> np.ndarray:
+        """Bits delivered from phase 0 to each segment start, then over the whole loop (one more entry)."""
+        return self._delivered
+
+    @property
     def mean_rate_bps(self) -> float:
         return self.loop_bits / self.period_s
 

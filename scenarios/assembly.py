@@ -23,6 +23,7 @@ from fleet.cells import Radio
 from fleet.clients import ClientSide
 from fleet.data import FederatedData
 from fleet.devices import Fleet, sample_fleet
+from fleet.fast_emulator import FastEmulator
 from fleet.emulator import Emulator, Host, Probe, RoundRules, SessionCost, Sink
 from fleet.grouping import MAX_GROUP_SIZE
 from fleet.memory import GroupMemory, MemoryEstimate, grouped_training_memory
@@ -73,7 +74,8 @@ class Assembly:
                  stop_requested=lambda: False, until_s: float = float("inf")) -> Emulator:
         """`until_s`: a planning horizon, the simulated time at which the run ends whatever run.rounds says."""
         s = self.scenario
-        return Emulator(
+        clock = FastEmulator if uses_fast_clock(s) else Emulator
+        return clock(
             seed=s.seed,
             fleet=self.fleet,
             num_samples=self.data.num_samples,
@@ -93,6 +95,11 @@ class Assembly:
             resume=resume,
             stop_requested=stop_requested,
         )
+
+
+def uses_fast_clock(scenario: Scenario) -> bool:
+    """run.engine: fast, or auto in systems mode (checks.py refuses fast with training)."""
+    return scenario.run.engine == "fast" or (scenario.run.engine == "auto" and scenario.run.mode == "systems")
 
 
 def assemble(scenario: Scenario) -> Assembly:

@@ -453,6 +453,12 @@ class RunSection(Section):
         description="deadline: the first K reports before the deadline; k_fastest (FedScale): the first K, no deadline",
     )
     selection: SelectionSection = Field(default_factory=SelectionSection)
+    engine: Literal["auto", "events", "fast"] = Field(
+        "auto", description="the clock of a systems-only run. events: one SimPy process per session, the reference; "
+        "fast: every session's events in one compiled loop (fleet/fast_clock.py), the same sessions to float "
+        "rounding, tens of times faster; auto: fast in systems mode, events when training (the fast clock trains "
+        "nothing)",
+    )
     deadline_s: float = Field(60.0, gt=0, description="a round closes at this simulated time after it opens")
     min_reports: int = Field(1, ge=1, description="fewer reports than this by the deadline abandon the round")
     eval_every: int = Field(1, ge=1, description="measure held-out loss every this many server versions")
