@@ -482,6 +482,9 @@ class RunSection(Section):
     def _consistent(self) -> "RunSection":
         if self.min_reports > self.clients_per_round:
             raise ValueError("min_reports cannot exceed clients_per_round")
+        if self.engine == "fast" and self.mode == "train":
+            raise ValueError("engine: the fast clock trains nothing, it runs systems-only mode (mode: systems); "
+                             "use engine: events or auto to train")
         return self
 
 

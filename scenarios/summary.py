@@ -13,7 +13,7 @@ from analysis.recorder import RunRecorder
 from fleet.architectures import Architecture
 from fleet.emulator import SessionCost
 from fleet.payload import emulated_values
-from scenarios.assembly import Assembly, group_size, invitable
+from scenarios.assembly import Assembly, group_size, invitable, uses_fast_clock
 from scenarios.checks import timed_modules
 
 
@@ -46,6 +46,7 @@ def summarise(run: Assembly, recorder: RunRecorder, wall_start: float) -> dict:
         "scenario": scenario.name,
         "seed": scenario.seed,
         "mode": scenario.run.mode,
+        "engine": "fast" if uses_fast_clock(scenario) else "events",
         "rounds": len(done),
         "versions": rounds[-1]["version"],
         "simulated_time_s": rounds[-1]["t_end"],

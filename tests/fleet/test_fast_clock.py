@@ -9,7 +9,7 @@ column differs, and where, first.
 
 The engine compared with the reference is CANDIDATE (fast); FEDFLEET_CANDIDATE_ENGINE=events runs every case
 against the reference itself, which checks the harness (the reference is deterministic, every case passes).
-Once summary.json records which engine ran (an "engine" key), each run checks it is the one asked for.
+Each run checks that summary.json names the engine asked for.
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from aggregation import AdapterLayout, StrategyContext, build_strategy
+from analysis import checkpoint
+from fleet.attacks import Attack
+from fleet.cells import Radio
+from fleet.clients import ClientSide
+from fleet.devices import sample_fleet
+from fleet.emulator import RoundRules, SessionCost
+from fleet.fast_emulator import FastEmulator
+from fleet.selection import Uniform
 from fleet.emulator import OUTCOMES
+from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
 
@@ -59,8 +70,8 @@ def run_engine(tree: dict, engine: str, folder: Path, until_s: float | None = No
     start = time.perf_counter()
     run_dir = run_scenario(scenario, RunOptions(out=folder / f"run-{engine}", progress=False, until_s=until_s))
     wall_s = time.perf_counter() - start
-    ran = json.loads((run_dir / "summary.json").read_text()).get("engine")
-    assert ran in (None, engine), f"run.engine={engine}, yet summary.json says the {ran} engine ran"
+    ran = json.loads((run_dir / "summary.json").read_text())["engine"]
+    assert ran == engine, f"run.engine={engine}, yet summary.json says the {ran} engine ran"
     return run_dir, wall_s
 
 
@@ -398,10 +409,12 @@ def test_auto_engine_is_fast_in_systems_mode(tmp_path):
     path = tmp_path / "auto.yaml"
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     run_dir = run_scenario(load_scenario(path), RunOptions(out=tmp_path / "run", progress=False))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if "engine" not in summary:
-        pytest.skip("summary.json does not record which engine ran (no 'engine' key)")
-    assert summary["engine"] == "fast"
+    assert json.loads((run_dir / "summary.json").read_text())["engine"] == "fast"
+
+
+def test_fast_engine_refuses_training():
+    with pytest.raises(ScenarioError, match="engine: the fast clock trains nothing"):
+        load_scenario("quickstart", ["run.engine=fast", "run.mode=train"])
 
 
 def test_a_difference_names_the_column_and_the_rows(tmp_path):
@@ -425,3 +438,56 @@ def test_a_difference_names_the_column_and_the_rows(tmp_path):
     table.drop(index=row).to_parquet(copy / "clients.parquet")  # a session lost
     with pytest.raises(AssertionError, match=r"1 \('round', 'device'\) only in events"):
         assert_same_sessions(run, copy)
+
+
+# --- resuming -------------------------------------------------------------------------------------------
+
+
+class MemorySink:
+    """Rows and sessions in memory; each checkpoint written to its own file, as a run folder holds one."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.rounds, self.sessions_rows, self.checkpoints = folder, [], [], []
+        folder.mkdir(exist_ok=True)
+
+    def round(self, row):
+        self.rounds.append(row)
+
+    def sessions(self, columns):
+        self.sessions_rows.extend(dict(zip(columns, values)) for values in zip(*columns.values()))
+
+    def checkpoint(self, state):
+        path = self.folder / f"c{len(self.checkpoints)}.safetensors"
+        checkpoint.save(path, state)
+        self.checkpoints.append((path, len(self.rounds), len(self.sessions_rows)))
+
+
+def emulate_fast(folder: Path, strategy_name: str, resume=None):
+    """Eight versions of a small systems-only run on the fast clock, with a checkpoint every two."""
+    layout = AdapterLayout.from_shapes([("adapter.weight", (50,))], rank=1, scaling=1.0)
+    fleet = sample_fleet(0, 300, {"flagship_phone": 0.5, "iot_gateway": 0.5}, cells=3, cell_radius_m=250,
+                         shadowing_sigma_db=6, initial_charge=(0.3, 1.0), num_data_clients=50)
+    strategy = build_strategy(strategy_name)
+    strategy.setup(StrategyContext(layout, population=len(fleet), cohort=5, seed=0))
+    sink = MemorySink(folder)
+    FastEmulator(
+        seed=0, fleet=fleet, num_samples=np.full(50, 100),
+        rules=RoundRules(8, 5, 7, 600.0, "deadline", min_reports=2, eval_every=1, local_steps=4,
+                         min_charge=0.2, cutoff_charge=0.1, only_while_charging=False),
+        radio=Radio("uma_nlos", 3.5, 20e6, 20e6, 46.0, 7.0, "ofdma", "rayleigh", 9.0, -10.0, 1e9, 0.005),
+        cost=SessionCost(5e12, 4_000_000, 4_000_000), selector=Uniform(), adapter=torch.zeros(50),
+        strategy=strategy, clients=ClientSide(layout, strategy, torch.zeros(50), 0, Attack(), np.zeros(300, bool)),
+        host=None, sink=sink, checkpoint_every=2, resume=resume,
+    ).run()
+    return sink
+
+
+@pytest.mark.parametrize("strategy_name", ["fedavg", "fedbuff"])
+def test_a_resumed_fast_run_records_what_the_whole_run_records(tmp_path, strategy_name):
+    whole = emulate_fast(tmp_path, strategy_name)
+    assert len(whole.checkpoints) == 4 and len(whole.sessions_rows) > 40
+    path, rows, sessions = whole.checkpoints[1]  # after round (or version) 4 of 8
+    resumed = emulate_fast(tmp_path / "again", strategy_name, resume=checkpoint.load(path))
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed.rounds), pd.DataFrame(whole.rounds[rows:]))
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed.sessions_rows),
+                                  pd.DataFrame(whole.sessions_rows[sessions:]).reset_index(drop=True))
