@@ -131,6 +131,7 @@ class Diurnal:
     timezone_offsets_h: tuple[float, ...] = param((0.0,), "time zones, hours ahead of the reference zone")
     seed: int = param(0, "the scenario's seed (never set in a scenario)")
     _draws: _PerDeviceUniforms = field(init=False, repr=False, compare=False)
+    _table: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets = tuple(float(x) for x in np.atleast_1d(np.asarray(self.timezone_offsets_h, dtype=float)))
@@ -145,17 +146,26 @@ class Diurnal:
         object.__setattr__(self, "timezone_offsets_h", offsets)
         # Column 0 places the window start, column 1 picks the time zone.
         object.__setattr__(self, "_draws", _PerDeviceUniforms(self.seed, "diurnal", 2))
+        object.__setattr__(self, "_table", (np.empty(0), np.empty(0)))
 
     def window_start_local_h(self, devices: np.ndarray) -> np.ndarray:
         """(n,) each device's window start, local clock hours in [0, 24)."""
-        u = self._draws(_indices(devices))[:, 0]
-        return np.mod(self.window_start_h + self.jitter_h * (2.0 * u - 1.0), DAY)
+        return self._per_device(_indices(devices))[0][devices]
 
     def timezone_h(self, devices: np.ndarray) -> np.ndarray:
         """(n,) each device's offset from the reference zone, hours."""
-        u = self._draws(_indices(devices))[:, 1]
-        zones = np.asarray(self.timezone_offsets_h)
-        return zones[np.minimum((u * len(zones)).astype(np.int64), len(zones) - 1)]
+        return self._per_device(_indices(devices))[1][devices]
+
+    def _per_device(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window starts and time zones of every device drawn so far, worked out once: a round asks about the
+        whole fleet, a million devices, several times."""
+        if devices.size and int(devices.max()) >= len(self._table[0]):
+            u = self._draws(np.arange(int(devices.max()) + 1))
+            zones = np.asarray(self.timezone_offsets_h)
+            object.__setattr__(self, "_table", (
+                np.mod(self.window_start_h + self.jitter_h * (2.0 * u[:, 0] - 1.0), DAY),
+                zones[np.minimum((u[:, 1] * len(zones)).astype(np.int64), len(zones) - 1)]))
+        return self._table
 
     def _hours_into_window(self, t: float, devices: np.ndarray) -> np.ndarray:
         local_h = t / HOUR + self.timezone_h(devices)

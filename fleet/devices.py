@@ -183,8 +183,9 @@ class Fleet:
     def charging(self, t: float, devices: np.ndarray) -> np.ndarray:
         return self._by_class("charging", t, devices, bool)
 
-    def charge_fraction(self, devices: np.ndarray) -> np.ndarray:
-        """Charge over capacity; 1 for mains-powered devices."""
+    def charge_fraction(self, devices: np.ndarray | slice) -> np.ndarray:
+        """Charge over capacity; 1 for mains-powered devices (`slice(None)`: every device, without a copy of the
+        index)."""
         battery = self.battery_wh[devices]
         return np.where(np.isinf(battery), 1.0, self.charge_wh[devices] / np.where(np.isinf(battery), 1.0, battery))
 

@@ -566,7 +566,7 @@ class Emulator:
         """Invite up to k (default: the round's selection) devices among those available, eligible, charged
         enough and not already at work; sorted device ids."""
         fleet, rules, now = self.fleet, self.rules, self.env.now
-        ok = self.eligible & (fleet.charge_fraction(np.arange(len(fleet))) >= rules.min_charge)
+        ok = self.eligible & (fleet.charge_fraction(slice(None)) >= rules.min_charge)
         if busy is not None:
             ok[busy] = False
         candidates = np.flatnonzero(ok)
@@ -578,11 +578,11 @@ class Emulator:
             return candidates
         ctx = SelectionContext(
             candidates=candidates,
-            charge_fraction=fleet.charge_fraction(candidates),
-            link_rate_bps=self.cells.uplink_rate_bps(candidates, self.radio.uplink_hz),
-            flops=fleet.flops[candidates],
-            samples=self.num_samples[fleet.data_client[candidates]],
             history=self.history,
+            charge_fraction=lambda: fleet.charge_fraction(candidates),
+            link_rate_bps=lambda: self.cells.uplink_rate_bps(candidates, self.radio.uplink_hz),
+            flops=lambda: fleet.flops[candidates],
+            samples=lambda: self.num_samples[fleet.data_client[candidates]],
         )
         return np.sort(self.selector.select(ctx, k or rules.selected, stream(self.seed, "select", key)))
 

@@ -14,11 +14,16 @@ on any number of workers. A policy holds no state: it is its own typed config (a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from aggregation.registry import Registry, param
+
+
+Figure = Callable[[], np.ndarray]
 
 
 @dataclass
@@ -33,14 +38,35 @@ class DeviceHistory:
         return cls(np.full(n, np.nan), np.full(n, np.nan))
 
 
-@dataclass(frozen=True)
 class SelectionContext:
-    candidates: np.ndarray  # device ids, sorted
-    charge_fraction: np.ndarray  # per candidate, 1 for mains
-    link_rate_bps: np.ndarray  # per candidate, alone in its cell (no fading), under the cell's interference
-    flops: np.ndarray  # per candidate
-    samples: np.ndarray  # per candidate, training tokens
-    history: DeviceHistory
+    """The candidates (device ids, sorted), the server's memory of them, and what a policy may weigh them by,
+    per candidate. Each figure is worked out when a policy first asks for it: a round may have a million
+    candidates, and uniform selection asks for none."""
+
+    def __init__(self, candidates: np.ndarray, history: DeviceHistory, *, charge_fraction: Figure,
+                 link_rate_bps: Figure, flops: Figure, samples: Figure):
+        self.candidates, self.history = candidates, history
+        self._figures = {"charge_fraction": charge_fraction, "link_rate_bps": link_rate_bps, "flops": flops,
+                         "samples": samples}
+
+    @functools.cached_property
+    def charge_fraction(self) -> np.ndarray:
+        """1 for mains."""
+        return self._figures["charge_fraction"]()
+
+    @functools.cached_property
+    def link_rate_bps(self) -> np.ndarray:
+        """Alone in its cell (no fading), under the cell's interference."""
+        return self._figures["link_rate_bps"]()
+
+    @functools.cached_property
+    def flops(self) -> np.ndarray:
+        return self._figures["flops"]()
+
+    @functools.cached_property
+    def samples(self) -> np.ndarray:
+        """Training tokens."""
+        return self._figures["samples"]()
 
 
 @dataclass(frozen=True)
