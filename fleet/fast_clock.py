@@ -5,7 +5,7 @@ microseconds.
 A session is a row of two tables (floats and integers, the columns below); its story is the emulator's:
 download, train, upload, then the cell's backhaul, unless its hazard (offline or failure), its battery cutoff
 or the server's close ends it first. Links are those of fleet/cells.py: a cell's shared band (the fluid of
-network_models/sharing.py, kept here as member lists with the same arithmetic and the same slot order), and
+network_models/sharing.py, its members in slots of the band's own, with the same arithmetic and slot order), and
 timed links whose duration is known when a transfer starts (the sites' backhaul, a recorded trace, a cell's
 broadcast). Events are kept in one heap ordered by (time, order of scheduling), the order SimPy keeps; a
 band's completion timer is superseded by a newer generation whenever the band changes, as in CellLink.
@@ -32,10 +32,10 @@ from network_models import RateTrace
  UP_DUR, UP_AIR, UP_BASE, UP_SLOPE, UP_MAX, UP_OFFSET, TRAIN, UP_EST, COMPUTE_W, CHARGER_W, PLUGGED_UNTIL,
  BACKHAUL_S,
  # the transfer (or training) under way:
- X_START, X_BITS, X_LEFT, X_RATE, X_AIR, X_ENERGY, X_SIG, X_SE, X_BASE, X_SLOPE, X_MAX, X_DUR, X_SHARE,
+ X_START, X_BITS, X_LEFT, X_AIR, X_ENERGY, X_SIG, X_BASE, X_SLOPE, X_MAX, X_DUR, X_SHARE,
  # what the session records (SessionLog's columns):
  T_END, DOWNLOAD_S, TRAIN_S, UPLOAD_S, BYTES_DOWN_AIR, ENERGY, UP_MBPS, DN_MBPS, CHARGE_START, CHARGE_END,
- NF) = range(48)
+ NF) = range(46)
 # Integer columns.
 (DEVICE, CELL, KEY, DN_KIND, UP_KIND, DN_OUT, UP_OUT, AT_SITE, STEPS, PARTIAL, HAZARD_REASON, BASE_VERSION,
  PHASE, OUTCOME, SERIAL, ALIVE, POS, BATTERY_GEN, X_BAND, BYTES_DOWN, BYTES_UP, BYTES_UP_AIR, STEPS_OUT,
@@ -57,9 +57,10 @@ RUN_EMPTY, RUN_STOP_AT, RUN_ENOUGH, RUN_ALL_ENDED, RUN_ENDED, RUN_GROW = range(6
 # Globals (int64): heap size, scheduling counter, ended sessions listed, sessions alive, arrivals, and the
 # counter that makes each battery timer's generation unique.
 G_HEAP, G_SEQ, G_ENDED, G_ALIVE, G_ARRIVED, G_BATTERY, NG = range(7)
-# Band columns: floats (its clock, width Hz) and integers (members, first slot, generation, TDMA, split power).
+# Band columns: floats (its clock, width Hz) and integers (members, first slot, timer generation, TDMA, split
+# power, joined by sessions that started together and not yet shared).
 B_NOW, B_HZ, NBF = range(3)
-B_N, B_OFF, B_GEN, B_TDMA, B_SPLIT, NBI = range(6)
+B_N, B_OFF, B_GEN, B_TDMA, B_SPLIT, B_DIRTY, NBI = range(7)
 
 SLACK_EVENTS = 64
 
@@ -309,8 +310,8 @@ def _trace_time(starts, rates, delivered, period, bits, start_s):
 @numba.njit(cache=True)
 def _send(f, i, bf, bi, bm, members, ht, hq, g, charge, capacity, cutoff, trace, s, now, up, share_now=True):
     """Start the session's download (up False) or upload over its link; refused in outage. Without
-    `share_now` the band's rates and timer wait for `_share` (many joining in the same instant: no time
-    passes between them, so only the last sharing counts)."""
+    `share_now` the band is only marked (B_DIRTY) for `_share_marked`: many joining in the same instant send
+    nothing in between, so only the last sharing counts."""
     i[s, PHASE] = UPLOAD if up else DOWNLOAD
     if i[s, UP_OUT if up else DN_OUT]:
         return False
@@ -328,6 +329,8 @@ def _send(f, i, bf, bi, bm, members, ht, hq, g, charge, capacity, cutoff, trace,
         _band_join(bf, bi, bm, members, f, i, b, s, now)
         if share_now:
             _share(bf, bi, bm, ht, hq, g, b, now)
+        else:
+            bi[b, B_DIRTY] = 1
     else:
         i[s, X_BAND] = -1
         if kind == TRACE:
@@ -466,12 +469,8 @@ def start_sessions(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity
             _end(f, i, g, ended, charge, capacity, s, now, OUTAGE)
     for s in slots:
         b = i[s, X_BAND]
-        if i[s, ALIVE] and b >= 0 and bi[b, B_GEN] >= 0:
-            bi[b, B_GEN] = -bi[b, B_GEN] - 1  # shared below, once: marked until then
-    for s in slots:
-        b = i[s, X_BAND]
-        if i[s, ALIVE] and b >= 0 and bi[b, B_GEN] < 0:
-            bi[b, B_GEN] = -bi[b, B_GEN] - 1
+        if b >= 0 and bi[b, B_DIRTY]:
+            bi[b, B_DIRTY] = 0
             _share(bf, bi, bm, ht, hq, g, b, now)
 
 
@@ -509,24 +508,21 @@ def run(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, cutoff, t
         top = _pop(ht, hq, g)
         kind, a, b = hq[top, 1], hq[top, 2], hq[top, 3]
         now = t
+        # A timer outlived by what it was set for does nothing: a band changed since (generation), a session
+        # ended (alive) or a slot now holding another (serial), a phase over (battery generation).
         if kind == EV_BAND:
-            if b != bi[a, B_GEN]:
-                continue
-            _band_event(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, cutoff, trace, a, now, version,
-                        max_staleness, done)
-        elif i[a, SERIAL] != b and kind != EV_BATTERY:
-            continue
-        elif kind == EV_STEP:
-            if not i[a, ALIVE]:
-                continue
-            _step(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, cutoff, trace, a, now, version,
-                  max_staleness)
-        elif kind == EV_HAZARD:
-            if i[a, ALIVE] and i[a, PHASE] <= UPLOAD:
-                _cut(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, a, now, i[a, HAZARD_REASON])
-        else:  # EV_BATTERY
+            if b == bi[a, B_GEN]:
+                _band_event(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, cutoff, trace, a, now,
+                            version, max_staleness, done)
+        elif kind == EV_BATTERY:
             if i[a, ALIVE] and i[a, BATTERY_GEN] == b:
                 _cut(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, a, now, BATTERY)
+        elif i[a, ALIVE] and i[a, SERIAL] == b:
+            if kind == EV_STEP:
+                _step(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, cutoff, trace, a, now, version,
+                      max_staleness)
+            elif i[a, PHASE] <= UPLOAD:  # a hazard: leaving once the update is on the backhaul changes nothing
+                _cut(f, i, bf, bi, bm, members, ht, hq, g, ended, charge, capacity, a, now, i[a, HAZARD_REASON])
         if enough and g[G_ARRIVED] >= enough:
             return RUN_ENOUGH, now
         if return_on_end and first_end < 0 and g[G_ENDED] > 0:
@@ -602,8 +598,8 @@ class FastClock:
             now = t
 
     def cut(self, slots: np.ndarray, now: float, outcome: int) -> None:
-        cut_all(self.f, self.i, self.bf, self.bi, self.bm, self.members, self.ht, self.hq, self.g, self.ended, self.charge,
-                self.capacity, slots, now, outcome)
+        cut_all(self.f, self.i, self.bf, self.bi, self.bm, self.members, self.ht, self.hq, self.g, self.ended,
+                self.charge, self.capacity, slots, now, outcome)
 
     def take_ended(self) -> np.ndarray:
         """The slots of the sessions ended since the last call, in the order they ended; they become free once

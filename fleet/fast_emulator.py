@@ -13,27 +13,21 @@ from __future__ import annotations
 import numpy as np
 
 from aggregation import Strategy
-
 from fleet.emulator import OUTCOMES, STALL_LIMIT_S, EmulationStalled, Emulator, SessionLog
-from fleet.fast_clock import (
-    BAND,
-    FAILURE,
-    MISSED,
-    OFFLINE,
-    PHASES,
-    RUN_EMPTY,
-    RUN_ENOUGH,
-    STALENESS,
-    SURPLUS,
-    TIMED,
-    TRACE,
-    FastClock,
-)
 from fleet import fast_clock as fc
+from fleet.fast_clock import FastClock
 from network_models import THERMAL_NOISE_DBM_PER_HZ, snr_db
 
+# Where the clock's tables keep each of SessionLog's columns.
+_INTEGER_COLUMNS = {"device": fc.DEVICE, "round": fc.KEY, "base_version": fc.BASE_VERSION, "outcome": fc.OUTCOME,
+                    "phase": fc.PHASE, "bytes_down": fc.BYTES_DOWN, "bytes_up": fc.BYTES_UP,
+                    "bytes_up_air": fc.BYTES_UP_AIR, "steps": fc.STEPS_OUT, "staleness": fc.STALENESS}
+_FLOAT_COLUMNS = {"t_start": fc.T_START, "t_end": fc.T_END, "download_s": fc.DOWNLOAD_S, "train_s": fc.TRAIN_S,
+                  "upload_s": fc.UPLOAD_S, "bytes_down_air": fc.BYTES_DOWN_AIR, "energy_j": fc.ENERGY,
+                  "uplink_mbps": fc.UP_MBPS, "downlink_mbps": fc.DN_MBPS, "charge_start": fc.CHARGE_START,
+                  "charge_end": fc.CHARGE_END}
 _OUTCOME_NAMES = np.array(OUTCOMES, dtype=object)
-_PHASE_NAMES = np.array(PHASES, dtype=object)
+_PHASE_NAMES = np.array(fc.PHASES, dtype=object)
 
 
 class Clock:
@@ -54,7 +48,8 @@ class Arrivals:
         return len(self.devices)
 
     def __add__(self, other: "Arrivals") -> "Arrivals":
-        return Arrivals(np.concatenate([self.devices, other.devices]), np.concatenate([self.staleness, other.staleness]))
+        return Arrivals(np.concatenate([self.devices, other.devices]),
+                        np.concatenate([self.staleness, other.staleness]))
 
     def by_device(self) -> "Arrivals":
         order = np.argsort(self.devices, kind="stable")
@@ -71,19 +66,16 @@ class FastEmulator(Emulator):
         super().__init__(**kwargs)
         if self.host is not None:
             raise ValueError("the fast clock trains nothing: it runs systems-only mode (run.mode: systems)")
-        plugged = [getattr(model, "plugged_while_available", None) for model in self.fleet.availability]
-        if None in plugged:
-            raise ValueError("an availability model does not say how charging follows availability "
-                             "(plugged_while_available); the fast clock needs it")
-        self._plugged = np.array(plugged, dtype=bool)
+        self._plugged = np.array([model.plugged_while_available for model in self.fleet.availability], dtype=bool)
         self.env = Clock()
         radio, fleet = self.radio, self.fleet
         self.clock = FastClock(fleet.cell, fleet.charge_wh, fleet.battery_wh, self.rules.cutoff_charge,
                                radio.downlink_hz, radio.uplink_hz, radio.sharing == "tdma", radio.uplink_trace)
         self._noise_mw_per_hz = 10.0 ** ((THERMAL_NOISE_DBM_PER_HZ + radio.noise_figure_db) / 10.0)
-        classes = fleet.classes
-        self._power = {name: np.array([[getattr(c, name).base_w, getattr(c, name).w_per_mbps / 1e6,
-                                         getattr(c, name).max_w] for c in classes]) for name in ("radio_down", "radio_up")}
+        # Per class: base W, W per bit/s and cap W of the radio each way.
+        self._power = {name: np.array([[p.base_w, p.w_per_mbps / 1e6, p.max_w]
+                                       for p in (getattr(c, name) for c in fleet.classes)])
+                       for name in ("radio_down", "radio_up")}
         limit = self.strategy.traits.max_staleness
         self._max_staleness = -1 if limit is None else int(limit)
         self._chunks: list[dict[str, np.ndarray]] = []  # sessions ended since the server last looked
@@ -115,11 +107,11 @@ class FastEmulator(Emulator):
             if len(invited):
                 slots = self._invite(rnd, invited, deadline_at)
                 why, t = clock.run(opened, stop_at=deadline_at, enough=rules.clients_per_round, version=self.version)
-                if why == RUN_EMPTY:
+                if why == fc.RUN_EMPTY:
                     raise EmulationStalled(f"round {rnd}: sessions at work but none can ever end "
                                            "(a link with no signal and no deadline)")
                 self.env.now = t
-                clock.cut(slots, t, SURPLUS if why == RUN_ENOUGH else MISSED)
+                clock.cut(slots, t, fc.SURPLUS if why == fc.RUN_ENOUGH else fc.MISSED)
                 clock.clear_timers()
             else:  # nobody to invite: wait before asking again
                 self.env.now += self._retry_s()
@@ -147,7 +139,7 @@ class FastEmulator(Emulator):
             if busy:
                 why, t = self.clock.run(self.env.now, return_on_end=True, version=self.version,
                                         max_staleness=self._max_staleness)
-                if why == RUN_EMPTY:
+                if why == fc.RUN_EMPTY:
                     raise EmulationStalled(self._stalled_message())
                 self.env.now = t
             else:
@@ -167,7 +159,7 @@ class FastEmulator(Emulator):
                     opened = self.env.now
                 buffer = NONE_ARRIVED
         # The run has its versions: whoever still works is not needed.
-        self.clock.cut(np.fromiter(busy.values(), dtype=np.int64), self.env.now, SURPLUS)
+        self.clock.cut(np.fromiter(busy.values(), dtype=np.int64), self.env.now, fc.SURPLUS)
         self._collect()
         self._record_sessions(self.version)
         self._charge()
@@ -190,7 +182,7 @@ class FastEmulator(Emulator):
         i[slots, fc.AT_SITE] = at_site
         i[slots, fc.STEPS] = draws.steps
         i[slots, fc.PARTIAL] = self._partial_work(devices)
-        i[slots, fc.HAZARD_REASON] = np.where(draws.offline, OFFLINE, FAILURE)
+        i[slots, fc.HAZARD_REASON] = np.where(draws.offline, fc.OFFLINE, fc.FAILURE)
         f[slots, fc.T_START] = f[slots, fc.T_END] = now
         armed = np.isfinite(draws.hazard_s) & (now + draws.hazard_s <= deadline_at)
         f[slots, fc.HAZARD_AT] = np.where(armed, now + draws.hazard_s, np.inf)
@@ -218,23 +210,23 @@ class FastEmulator(Emulator):
         f, i, radio, cells, now = self.clock.f, self.clock.i, self.radio, self.cells, self.env.now
         bits = 8.0 * self._download_bytes_of(devices)
         loss = cells.loss_db[devices] - draws.fade_down_db
-        kind = np.full(len(devices), BAND)
+        kind = np.full(len(devices), fc.BAND)
         duration, share = np.zeros(len(devices)), np.ones(len(devices))
         cell = self.fleet.cell[devices]
         for c, (broadcast_bits, rate, receivers) in draws.broadcasts.items():
             here = (cell == c) & ~at_site
-            kind[here], bits[here] = TIMED, broadcast_bits
+            kind[here], bits[here] = fc.TIMED, broadcast_bits
             duration[here], share[here] = broadcast_bits / rate, 1 / receivers
-        broadcast = kind == TIMED
+        broadcast = kind == fc.TIMED
         if radio.downlink_trace is not None:
             offsets = cells.downlinks[0].offsets_s
             for k in np.flatnonzero(~broadcast & ~at_site):
-                kind[k] = TIMED
+                kind[k] = fc.TIMED
                 duration[k] = radio.downlink_trace.transfer_time_s(bits[k], now + offsets[devices[k]])
-        kind[at_site], share[at_site] = TIMED, 0.0
+        kind[at_site], share[at_site] = fc.TIMED, 0.0
         duration[at_site] = radio.backhaul_latency_s + bits[at_site] / radio.backhaul_bps
         i[slots, fc.DN_KIND] = kind
-        i[slots, fc.DN_OUT] = ((kind == BAND) | broadcast) & (snr_db(
+        i[slots, fc.DN_OUT] = ((kind == fc.BAND) | broadcast) & (snr_db(
             radio.outage_reference_hz, radio.bs_power_dbm, loss, radio.noise_figure_db) < radio.outage_snr_db)
         f[slots, fc.DN_BITS], f[slots, fc.DN_DUR], f[slots, fc.DN_AIR] = bits, duration, share
         f[slots, fc.DN_SIG] = 10.0 ** ((radio.bs_power_dbm - loss) / 10.0) / (
@@ -247,12 +239,12 @@ class FastEmulator(Emulator):
         bits = 8.0 * self.bytes_up[devices]
         tx = fleet.per_class("tx_power_dbm", devices)
         loss = cells.loss_db[devices] - draws.fade_up_db
-        kind = np.full(len(devices), BAND if radio.uplink_trace is None else TRACE)
-        kind[at_site] = TIMED
+        kind = np.full(len(devices), fc.BAND if radio.uplink_trace is None else fc.TRACE)
+        kind[at_site] = fc.TIMED
         if radio.uplink_trace is not None:
             f[slots, fc.UP_OFFSET] = cells.uplinks[0].offsets_s[devices]
         i[slots, fc.UP_KIND] = kind
-        i[slots, fc.UP_OUT] = (kind == BAND) & (snr_db(radio.outage_reference_hz, tx, loss, radio.noise_figure_db)
+        i[slots, fc.UP_OUT] = (kind == fc.BAND) & (snr_db(radio.outage_reference_hz, tx, loss, radio.noise_figure_db)
                                                 < radio.outage_snr_db)
         f[slots, fc.UP_BITS] = bits
         f[slots, fc.UP_DUR] = np.where(at_site, radio.backhaul_latency_s + bits / radio.backhaul_bps, 0.0)
@@ -280,15 +272,8 @@ class FastEmulator(Emulator):
         arrivals among them, by device, and the devices whose session ended."""
         slots = self.clock.take_ended()
         f, i = self.clock.f, self.clock.i
-        chunk = {name: table[slots, column] for name, (table, column) in (
-            ("device", (i, fc.DEVICE)), ("round", (i, fc.KEY)), ("base_version", (i, fc.BASE_VERSION)),
-            ("t_start", (f, fc.T_START)), ("t_end", (f, fc.T_END)), ("outcome", (i, fc.OUTCOME)),
-            ("phase", (i, fc.PHASE)), ("download_s", (f, fc.DOWNLOAD_S)), ("train_s", (f, fc.TRAIN_S)),
-            ("upload_s", (f, fc.UPLOAD_S)), ("bytes_down", (i, fc.BYTES_DOWN)), ("bytes_up", (i, fc.BYTES_UP)),
-            ("bytes_down_air", (f, fc.BYTES_DOWN_AIR)), ("bytes_up_air", (i, fc.BYTES_UP_AIR)),
-            ("energy_j", (f, fc.ENERGY)), ("uplink_mbps", (f, fc.UP_MBPS)), ("downlink_mbps", (f, fc.DN_MBPS)),
-            ("steps", (i, fc.STEPS_OUT)), ("staleness", (i, STALENESS)), ("charge_start", (f, fc.CHARGE_START)),
-            ("charge_end", (f, fc.CHARGE_END)))}
+        chunk = {c: i[slots, _INTEGER_COLUMNS[c]] if c in _INTEGER_COLUMNS else f[slots, _FLOAT_COLUMNS[c]]
+                 for c in SessionLog.COLUMNS}
         self.clock.release(slots)
         done = chunk["outcome"] == fc.COMPLETED
         chunk["outcome"], chunk["phase"] = _OUTCOME_NAMES[chunk["outcome"]], _PHASE_NAMES[chunk["phase"]]
