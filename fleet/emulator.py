@@ -27,6 +27,9 @@ once its update has arrived in time. Training is a pure function of (global vers
 so when it is submitted changes no number, and a dropped session costs no host compute. Without a host
 (systems-only mode) nothing is trained: timing, bytes and energy only.
 
+Systems-only runs use these servers on a compiled clock instead of SimPy (fleet/fast_emulator.py), with the
+same sessions; trained runs, and `run.engine: events`, use this one.
+
 Checkpoints: every `checkpoint_every` rounds the emulator hands its sink what training has built (global
 adapter, strategy state, what devices keep, the start adapters of sessions still at work) together with a
 journal of what each server step decided from training results (`fleet.replay.Journal`). A resumed run
@@ -767,7 +770,7 @@ class Emulator:
         traits = self.strategy.traits
         return max(traits.min_updates, 1 if traits.asynchronous else self.rules.min_reports)
 
-    def _row(self, rnd: int, opened: float, sessions: dict[str, list], arrivals: list[Arrival],
+    def _row(self, rnd: int, opened: float, sessions: dict[str, np.ndarray], arrivals: list[Arrival],
              abandoned: bool) -> dict:
         """A server step's row from its sessions' columns (`_record_sessions`)."""
         outcomes = np.asarray(sessions["outcome"], dtype=object)

@@ -38,6 +38,7 @@ from fleet.emulator import OUTCOMES
 from scenarios.errors import ScenarioError
 from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
+from tests.fleet.test_resume import FileSink
 
 CANDIDATE = os.environ.get("FEDFLEET_CANDIDATE_ENGINE", "fast")
 OTHER = CANDIDATE if CANDIDATE != "events" else "events_again"  # how failures name the candidate's run
@@ -443,25 +444,6 @@ def test_a_difference_names_the_column_and_the_rows(tmp_path):
 # --- resuming -------------------------------------------------------------------------------------------
 
 
-class MemorySink:
-    """Rows and sessions in memory; each checkpoint written to its own file, as a run folder holds one."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.rounds, self.sessions_rows, self.checkpoints = folder, [], [], []
-        folder.mkdir(exist_ok=True)
-
-    def round(self, row):
-        self.rounds.append(row)
-
-    def sessions(self, columns):
-        self.sessions_rows.extend(dict(zip(columns, values)) for values in zip(*columns.values()))
-
-    def checkpoint(self, state):
-        path = self.folder / f"c{len(self.checkpoints)}.safetensors"
-        checkpoint.save(path, state)
-        self.checkpoints.append((path, len(self.rounds), len(self.sessions_rows)))
-
-
 def emulate_fast(folder: Path, strategy_name: str, resume=None):
     """Eight versions of a small systems-only run on the fast clock, with a checkpoint every two."""
     layout = AdapterLayout.from_shapes([("adapter.weight", (50,))], rank=1, scaling=1.0)
@@ -469,7 +451,7 @@ def emulate_fast(folder: Path, strategy_name: str, resume=None):
                          shadowing_sigma_db=6, initial_charge=(0.3, 1.0), num_data_clients=50)
     strategy = build_strategy(strategy_name)
     strategy.setup(StrategyContext(layout, population=len(fleet), cohort=5, seed=0))
-    sink = MemorySink(folder)
+    sink = FileSink(folder)
     FastEmulator(
         seed=0, fleet=fleet, num_samples=np.full(50, 100),
         rules=RoundRules(8, 5, 7, 600.0, "deadline", min_reports=2, eval_every=1, local_steps=4,
