@@ -11,11 +11,13 @@ Everything is measured in the same run, so the ratios hold on a noisy shared mac
 
     python benchmarks/throughput.py [--rounds 4] [--workers N] [--group 8|auto] [--clients 100]
         [--device cpu|cuda] [--dtype fp32|bf16] [--gpus-per-worker G] [--set FIELD=VALUE ...]
+        [--shaped SmolLM2-135M]
 
 `--device cuda` gives each worker `--gpus-per-worker` of a GPU (default: one GPU shared by the workers) and
 trains the bare loop on the GPU; `--dtype bf16` sets runtime.train_dtype. `--set` overrides any scenario field
 (`--set training.batch_size=16 --set model.path=DIR`). A quick check that it works:
-`--clients 8 --rounds 3 --workers 1 --set training.local_steps=2`.
+`--clients 8 --rounds 3 --workers 1 --set training.local_steps=2`. `--shaped SmolLM2-135M` trains a model of
+that architecture's shape and size, randomly initialised and built here (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from scenarios.checks import trained_model
 from scenarios.client_data import prepare_data
 from scenarios.loader import load_scenario
 from scenarios.runner import RunOptions, run_scenario
+from shaped_model import write_shaped_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -131,6 +134,9 @@ def parse_args() -> argparse.Namespace:
                         help="with --device cuda; default: 1 / workers, the workers sharing one GPU")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a scenario override, as `fedfleet run --set` takes")
+    parser.add_argument("--shaped", metavar="ARCHITECTURE",
+                        help="train a model of this catalog architecture's shape (e.g. SmolLM2-135M), randomly "
+                             "initialised and built here (shaped_model.py), instead of the built-in one")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be at least 3")
@@ -141,6 +147,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    shaped = tempfile.TemporaryDirectory()  # removed when the script ends
+    if args.shaped:
+        args.set.append(f"model.path={write_shaped_model(args.shaped, Path(shaped.name) / args.shaped)}")
     cores, device = os.cpu_count(), torch.device(args.device)
     gpus = 0.0 if args.device == "cpu" else args.gpus_per_worker or 1 / args.workers
     overrides = [
