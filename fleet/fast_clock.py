@@ -310,14 +310,13 @@ def _trace_time(starts, rates, delivered, period, bits, start_s):
 @numba.njit(cache=True)
 def _send(f, i, bf, bi, bm, members, ht, hq, g, charge, capacity, cutoff, trace, s, now, up, share_now=True):
     """Start the session's download (up False) or upload over its link; refused in outage. Without
-    `share_now` the band is only marked (B_DIRTY) for `_share_marked`: many joining in the same instant send
-    nothing in between, so only the last sharing counts."""
+    `share_now` the band is only marked (B_DIRTY), for `start_sessions` to share once: many joining in the same
+    instant send nothing in between, so only the last sharing counts."""
     i[s, PHASE] = UPLOAD if up else DOWNLOAD
     if i[s, UP_OUT if up else DN_OUT]:
         return False
     kind = i[s, UP_KIND if up else DN_KIND]
-    base = UP_BITS if up else DN_BITS
-    f[s, X_BITS] = f[s, base]
+    f[s, X_BITS] = f[s, UP_BITS if up else DN_BITS]
     f[s, X_SIG] = f[s, UP_SIG if up else DN_SIG]
     f[s, X_BASE] = f[s, UP_BASE if up else DN_BASE]
     f[s, X_SLOPE] = f[s, UP_SLOPE if up else DN_SLOPE]

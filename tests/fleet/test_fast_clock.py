@@ -289,6 +289,24 @@ PHONES_AND_GATEWAYS = [phone("flagship_phone", 0.3, failures_per_hour=3.0),
                        phone("iot_gateway", 0.2)]
 
 
+def recorded_availability(folder: Path) -> dict:
+    """Phones replay a recorded behaviour trace (FedScale's format, written under `folder`): 40 recorded
+    clients, each online (and so on charge) for 50 s out of every 120 s from its own offset. Sessions end
+    offline when an interval ends; small batteries with a weak charger hit the cutoff meanwhile."""
+    trace = {str(j): {"active": [1.5 * j, 1.5 * j + 120], "inactive": [1.5 * j + 50, 1.5 * j + 170],
+                      "finish_time": 240.0} for j in range(40)}
+    path = folder / "behave.json"
+    path.write_text(json.dumps(trace), encoding="utf-8")
+    recorded = {"kind": "trace", "path": str(path)}
+    return scenario(
+        "recorded_availability", 17,
+        fleet={"classes": [phone("flagship_phone", 0.5, availability=recorded, battery_wh=[0.3, 0.5], charger_w=2.0),
+                           phone("low_end_phone", 0.3, availability=recorded, battery_wh=[0.3, 0.5]),
+                           phone("iot_gateway", 0.2)],
+               "initial_charge": [0.3, 0.6], "min_charge": 0.3, "cutoff_charge": 0.27},
+        run={"rounds": 5, "clients_per_round": 60, "over_selection": 2.0, "deadline_s": 60})
+
+
 def fedprox_partial_work() -> dict:
     """FedProx: each device trains the steps that fit in a 40 s local budget, and a straggler that would miss
     the 60 s deadline trains only those that leave time for its upload (partial work)."""
@@ -373,6 +391,10 @@ def test_link_traces(tmp_path):
     (tmp_path / "traces").mkdir()
     compare(link_traces(tmp_path / "traces"), tmp_path, {"completed", "missed_deadline", "surplus", "offline",
                                                          "device_failure"})
+
+
+def test_recorded_availability(tmp_path):
+    compare(recorded_availability(tmp_path), tmp_path, {"completed", "missed_deadline", "offline", "battery"})
 
 
 def test_fedprox_partial_work_under_a_local_time_budget(tmp_path):
