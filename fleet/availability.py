@@ -98,6 +98,7 @@ class AlwaysOn:
     """Every device is always available and never charging (mains-powered or on its own battery)."""
 
     plugged_while_available = False
+
     def available(self, t: float, devices: np.ndarray) -> np.ndarray:
         _, d = _query(t, devices)
         return np.ones(d.shape, dtype=bool)
@@ -150,11 +151,13 @@ class Diurnal:
 
     def window_start_local_h(self, devices: np.ndarray) -> np.ndarray:
         """(n,) each device's window start, local clock hours in [0, 24)."""
-        return self._per_device(_indices(devices))[0][devices]
+        d = _indices(devices)
+        return self._per_device(d)[0][d]
 
     def timezone_h(self, devices: np.ndarray) -> np.ndarray:
         """(n,) each device's offset from the reference zone, hours."""
-        return self._per_device(_indices(devices))[1][devices]
+        d = _indices(devices)
+        return self._per_device(d)[1][d]
 
     def _per_device(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window starts and time zones of every device drawn so far, worked out once: a round asks about the
