@@ -14,7 +14,7 @@ number of steps (a client whose steps are done keeps its final adapter while the
 
 The clients of a group share the base's merged weights (FLoRA), so a group is made of jobs from one base
 version. A client's update trained in a group equals the one `LocalTrainer.train` gives to float rounding
-(the batched products sum in another order); with LoRA dropout above 0 each client draws its own seeded
+(the batched products sum in another order, and each adapted linear layer has a backward of its own); with LoRA dropout above 0 each client draws its own seeded
 masks, of the same distribution as alone but not the same draws. A group trains on its trainer's device and in
 its `train_dtype`, as that trainer would train each job alone (fleet/trainer.py).
 """
@@ -40,6 +40,8 @@ class GroupedLora:
         self.dropout, self.generators = dropout, generators
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.dropout == 0 and type(self.base) is torch.nn.Linear and not torch.is_autocast_enabled(x.device.type):
+            return GroupedLoraLinear.apply(x, self.base.weight, self.base.bias, self.a, self.b, self.scaling)
         y = self.base(x)
         g = self.a.shape[0]
         xs = x.reshape(g, -1, x.shape[-1])  # client g's rows are the g-th block of the batch
@@ -49,6 +51,40 @@ class GroupedLora:
         out = torch.baddbmm(y.reshape(g, -1, y.shape[-1]), torch.bmm(xs, self.a.transpose(1, 2)),
                             self.b.transpose(1, 2), alpha=self.scaling)
         return out.reshape(y.shape)
+
+
+class GroupedLoraLinear(torch.autograd.Function):
+    """y = W x + bias + scaling * B_g A_g x on client g's rows of a frozen linear layer, with its backward
+    written out. Autograd's graph of the same sum makes extra passes over x and y (it copies y's gradient and
+    sums x's two gradients apart), and takes the rank-r products as x A^T, a shape the matmul kernels run at
+    half the speed of A x^T. On a CPU this more than halves what LoRA adds to a layer's time in a group."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, a, b, scaling):
+        g = a.shape[0]
+        rows = x.reshape(-1, x.shape[-1])
+        zt = torch.bmm(a, rows.view(g, -1, rows.shape[-1]).transpose(1, 2))  # (G, r, N): A_g x^T
+        y = torch.nn.functional.linear(rows, weight, bias)
+        y.view(g, -1, y.shape[-1]).baddbmm_(zt.transpose(1, 2), b.transpose(1, 2), alpha=scaling)
+        ctx.save_for_backward(rows, zt, weight, a, b)
+        ctx.scaling = scaling
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        rows, zt, weight, a, b = ctx.saved_tensors
+        g, s = a.shape[0], ctx.scaling
+        gy_rows = grad_y.reshape(-1, grad_y.shape[-1])
+        gy = gy_rows.view(g, -1, gy_rows.shape[-1])
+        gzt = torch.bmm(b.transpose(1, 2), gy.transpose(1, 2)).mul_(s)  # (G, r, N)
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # not for the first block's input, the frozen embedding's output
+            grad_x = gy_rows @ weight
+            grad_x.view(g, -1, grad_x.shape[-1]).baddbmm_(gzt.transpose(1, 2), a)
+            grad_x = grad_x.view(grad_y.shape[:-1] + (grad_x.shape[-1],))
+        grad_a = torch.bmm(gzt, rows.view(g, -1, rows.shape[-1]))
+        grad_b = torch.bmm(zt, gy).mul_(s).transpose(1, 2)
+        return grad_x, None, None, grad_a, grad_b, None
 
 
 class GroupedBottleneck:
@@ -103,7 +139,9 @@ class GroupedTrainer:
             targets[i, absent] = 0.0  # components beyond a client's rank are absent: zero
         params = [torch.nn.Parameter(seg.view(targets).clone()) for seg in layout.segments]
         anchors = [seg.view(targets) for seg in layout.segments]
-        fixed = [torch.stack([m[1][k] for m in masks]) for k in range(len(layout.segments))]
+        fixed = (torch.stack([m[1][k] for m in masks]) for k in range(len(layout.segments)))
+        # Only the tensors that have frozen or absent entries are reset after each step.
+        resets = [(p, a, m) for p, a, m in zip(params, anchors, fixed) if m.any()]
         prox = [torch.stack([m[2][k] for m in masks]) for k in range(len(layout.segments))]
         mu = torch.tensor([job.prox_mu for job in jobs], dtype=torch.float32, device=device)
         proximal = any(job.prox_mu > 0 for job in jobs)  # known on the host: no wait for the device each step
@@ -135,7 +173,7 @@ class GroupedTrainer:
                 objective.backward()
                 opt.step()
                 with torch.no_grad():
-                    for p, a, m in zip(params, anchors, fixed):  # frozen and absent entries keep their value
+                    for p, a, m in resets:  # frozen and absent entries keep their value
                         p[m] = a[m]
                     for i in np.flatnonzero(steps == step + 1):  # done: keep what it has, whatever the others do
                         finals[i] = [p[i].clone() for p in params]

@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 SETTINGS = TrainSettings(seed=0, batch_size=4, seq_len=32, lr=3e-3, weight_decay=0.01)
 LORA = LoraSpec(r=4, alpha=8.0, dropout=0.0,
                 target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
-# float32 sums in another order (batched products, another device's kernels), as relative L2 distance and as the
-# largest difference of an entry (updates reach about 1e-2). On the CPU a group against alone measured up to
-# 5e-7 and 3e-7 for these jobs, and 3e-5 and 3e-5 for the poisoned one (random tokens, loss near 11).
-FP32_RELATIVE, FP32_ENTRY = 1e-4, 1e-4
+# float32 sums in another order (batched products, each adapted layer's own backward, another device's kernels),
+# as relative L2 distance and as the largest difference of an entry (updates reach about 1e-2). On the CPU a
+# group against alone measured up to 4.4e-6 and 7.9e-6 for these jobs, and 4.5e-4 and 4.7e-4 for the poisoned
+# one (random tokens, loss near 11, where Adam magnifies rounding most): see tests/fleet/test_grouped.py.
+FP32_RELATIVE, FP32_ENTRY = 1e-3, 1e-3
 # bf16 against float32, and a bf16 group against bf16 alone, as relative L2 distance: on the CPU these jobs
 # measured 3.4% to 7.0% and 2.7% to 6.2% (more for fewer steps: Adam's first steps magnify rounding). Bounds at
 # about twice.
