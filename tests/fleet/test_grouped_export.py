@@ -6,8 +6,9 @@ gives for that client's rows: on the built-in model and on GPT-2 (fused q/k/v in
 are attached to the loaded model with fedfleet's own `add_bottlenecks` and read from bottleneck.safetensors.
 
 Float32 throughout: the grouped layers compute y + s B_g (A_g x) in batched products (bmm, baddbmm), PEFT in
-separate matmuls, so the two agree to float32 rounding; ATOL is 1e-5 on logits of magnitude up to about 14 (on
-one x86 CPU they came out bitwise equal, while scaling the grouped LoRA term by 1 + 1e-4 fails the check).
+separate matmuls, so the two agree to float32 rounding; ATOL is 3e-5 on logits of magnitude up to about 14 (on
+one x86 CPU they differed by at most 1.1e-5 on the built-in model, while scaling the grouped LoRA term by
+1 + 1e-4 fails the check there).
 Another client's adapter moves them by more than 0.8: the check tells clients apart."""
 
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from fleet.trainer import LocalTrainer, LoraSpec, TrainJob, TrainSettings, adapt
 from scenarios.runner import save_adapter
 
 SETTINGS = TrainSettings(seed=0, batch_size=2, seq_len=32, lr=1e-2, weight_decay=0.01)
-ATOL = 1e-5  # float32 rounding of sums taken in another order
+ATOL = 3e-5  # float32 rounding of sums taken in another order (3 ulp of the largest logits)
 APART = 1e-3  # another client's adapter: logits at least this far off
 LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GPT2 = ("c_attn", "c_proj", "c_fc")  # fused q/k/v, both c_proj (attention's and the MLP's), the MLP's input
