@@ -181,14 +181,14 @@ def main() -> None:
         peaks.append(matmul_flops(device, args.dtype, cores))
         return phase()
 
-    sizes = list(dict.fromkeys((1, group)))  # auto may come to 1
-    runs = {g: after_peak(lambda s=s: emulator_round(s)) for g, s in ((1, scenario), (group, grouped_scenario))}
-    floors = {g: after_peak(lambda g=g: bare_loop(scenario, args.clients, cores, device, g)) for g in sizes}
+    by_size = {1: scenario, group: grouped_scenario}  # one run when auto comes to 1
+    runs = {g: after_peak(lambda s=s: emulator_round(s)) for g, s in by_size.items()}
+    floors = {g: after_peak(lambda g=g: bare_loop(scenario, args.clients, cores, device, g)) for g in by_size}
     peaks.append(matmul_flops(device, args.dtype, cores))
     peak = max(peaks)
     print(f"device: {where}; dense {args.dtype} matmul {peak / 1e9:.1f} GFLOP/s (highest of {len(peaks)} "
           f"measurements in this run; lowest {min(peaks) / 1e9:.1f})")
-    for g in sizes:
+    for g in by_size:
         (round_s, summary), (floor_s, floor_cuda) = runs[g], floors[g]
         print(f"runtime.group_size={g}{' (auto)' if g == group and args.group == 'auto' else ''}:")
         print(f"  client updates per second:           {args.clients / round_s:8.2f}")

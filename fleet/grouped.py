@@ -14,8 +14,9 @@ number of steps (a client whose steps are done keeps its final adapter while the
 
 The clients of a group share the base's merged weights (FLoRA), so a group is made of jobs from one base
 version. A client's update trained in a group equals the one `LocalTrainer.train` gives to float rounding
-(the batched products sum in another order, and each adapted linear layer has a backward of its own); with LoRA dropout above 0 each client draws its own seeded
-masks, of the same distribution as alone but not the same draws. A group trains on its trainer's device and in
+(the batched products sum in another order, and each adapted linear layer has a backward of its own); with
+LoRA dropout above 0 each client draws its own seeded masks, of the same distribution as alone but not the same
+draws. A group trains on its trainer's device and in
 its `train_dtype`, as that trainer would train each job alone (fleet/trainer.py).
 """
 
@@ -63,16 +64,17 @@ class GroupedLoraLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, a, b, scaling):
         g = a.shape[0]
         rows = x.reshape(-1, x.shape[-1])
-        zt = torch.bmm(a, rows.view(g, -1, rows.shape[-1]).transpose(1, 2))  # (G, r, N): A_g x^T
+        xs = rows.view(g, -1, rows.shape[-1])  # client g's rows are the g-th block
+        zt = torch.bmm(a, xs.transpose(1, 2))  # (G, r, N): A_g x^T
         y = torch.nn.functional.linear(rows, weight, bias)
         y.view(g, -1, y.shape[-1]).baddbmm_(zt.transpose(1, 2), b.transpose(1, 2), alpha=scaling)
-        ctx.save_for_backward(rows, zt, weight, a, b)
+        ctx.save_for_backward(xs, zt, weight, a, b)
         ctx.scaling = scaling
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_y):
-        rows, zt, weight, a, b = ctx.saved_tensors
+        xs, zt, weight, a, b = ctx.saved_tensors
         g, s = a.shape[0], ctx.scaling
         gy_rows = grad_y.reshape(-1, grad_y.shape[-1])
         gy = gy_rows.view(g, -1, gy_rows.shape[-1])
@@ -82,7 +84,7 @@ class GroupedLoraLinear(torch.autograd.Function):
             grad_x = gy_rows @ weight
             grad_x.view(g, -1, grad_x.shape[-1]).baddbmm_(gzt.transpose(1, 2), a)
             grad_x = grad_x.view(grad_y.shape[:-1] + (grad_x.shape[-1],))
-        grad_a = torch.bmm(gzt, rows.view(g, -1, rows.shape[-1]))
+        grad_a = torch.bmm(gzt, xs)
         grad_b = torch.bmm(zt, gy).mul_(s).transpose(1, 2)
         return grad_x, None, None, grad_a, grad_b, None
 
